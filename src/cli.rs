@@ -1,0 +1,280 @@
+//! Command-line interface: the one place that prints and maps errors to exit codes.
+//!
+//! Every command is: parse → load configuration → one `stackback::ops` call → render its report.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use stackback::config::{Config, LoadInput, Redactor};
+use stackback::error::{exit, Error};
+use stackback::ops::verify::{human_bytes, Outcome, Target, Thresholds};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stackback",
+    version,
+    about = "Verified, restorable backups of a PostgreSQL database and S3/MinIO buckets",
+    after_help = "Configuration comes from defaults < TOML file < environment (POSTGRES_HOST, BACKUP_DIR, ...) < flags; \
+                  `stackback config` shows every value and its source.\n\
+                  Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 verification failed, 4 locked by another run."
+)]
+struct Cli {
+    /// TOML configuration file (also STACKBACK_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Backup directory (overrides BACKUP_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
+
+    /// More log output (debug level); RUST_LOG overrides.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    /// Log format on stderr (also LOG_FORMAT).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Back up the database (and buckets, when configured), verify, record the run.
+    Run {
+        /// gzip (default, the seed's format), zstd or none.
+        #[arg(long, value_name = "KIND")]
+        compression: Option<String>,
+    },
+    /// Check existing backups: size, whole-stream decompression, checksums, completeness.
+    Verify {
+        /// A run id (YYYYMMDD_HHMMSS), an artifact file, or `latest` (default).
+        target: Option<String>,
+        /// Every run and file in the backup directory.
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+    },
+    /// Print the effective configuration (secrets redacted) and where each value came from.
+    Config,
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.verbose, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+fn init_logging(verbose: bool, format: LogFormat) {
+    let default = if verbose {
+        "stackback=debug,info"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+fn load_config(
+    cli: &Cli,
+    extra: Vec<(&'static str, String, &'static str)>,
+) -> Result<Config, Error> {
+    let mut input = LoadInput::from_process();
+    input.file = cli.config.clone();
+    if let Some(d) = &cli.backup_dir {
+        input
+            .flags
+            .push(("backup.dir", d.display().to_string(), "--backup-dir"));
+    }
+    input.flags.extend(extra);
+    Config::load(&input)
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let extra = match &cli.command {
+        Command::Run {
+            compression: Some(c),
+        } => vec![("backup.compression", c.clone(), "--compression")],
+        _ => vec![],
+    };
+    let cfg = match load_config(&cli, extra) {
+        Ok(c) => c,
+        Err(e) => return report_error(&e, &Redactor::default()),
+    };
+    let redactor = cfg.redactor();
+    let result = match &cli.command {
+        Command::Run { .. } => cmd_run(&cfg).await,
+        Command::Verify { target, all } => cmd_verify(&cfg, target.as_deref(), *all).await,
+        Command::Config => cmd_config(&cfg),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => report_error(&e, &redactor),
+    }
+}
+
+fn report_error(e: &Error, redactor: &Redactor) -> i32 {
+    eprintln!("error: {}", redactor.redact(&e.to_string()));
+    if let Some(h) = e.hint() {
+        eprintln!("hint: {h}");
+    }
+    e.exit_code()
+}
+
+async fn cmd_run(cfg: &Config) -> Result<i32, Error> {
+    let report = stackback::ops::backup::run(cfg).await?;
+    let r = &report.record;
+    let secs = r
+        .finished_at
+        .map(|f| (f - r.started_at).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "run {}: {} in {secs:.1} s", r.run_id, r.status);
+    for a in &r.artifacts {
+        let _ = writeln!(
+            out,
+            "  {:<9} {}  {} ({} plain)  verified: {}",
+            a.kind.to_string(),
+            cfg.backup.dir.join(&a.file).display(),
+            human_bytes(a.stored_bytes),
+            human_bytes(a.plain_bytes),
+            a.verification.detail
+        );
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "  warning: {w}");
+    }
+    drop(out);
+    if let Some(e) = &report.error {
+        eprintln!(
+            "error: run {} failed at step {}: {}",
+            r.run_id,
+            r.failed_step.as_deref().unwrap_or("?"),
+            cfg.redactor().redact(&e.to_string())
+        );
+        if let Some(h) = e.hint() {
+            eprintln!("hint: {h}");
+        }
+    }
+    Ok(report.exit_code())
+}
+
+async fn cmd_verify(cfg: &Config, target: Option<&str>, all: bool) -> Result<i32, Error> {
+    let target = if all {
+        Target::All
+    } else {
+        match target {
+            None | Some("latest") => Target::Latest,
+            Some(t) => match stackback::catalog::RunId::try_from(t.to_string()) {
+                Ok(id) => Target::Run(id),
+                Err(_) => {
+                    let p = PathBuf::from(t);
+                    if p.components().count() == 1 && !p.exists() {
+                        Target::File(cfg.backup.dir.join(p))
+                    } else {
+                        Target::File(p)
+                    }
+                }
+            },
+        }
+    };
+    let dir = stackback::sink::local::BackupDir::open(&cfg.backup.dir)?;
+    let th = Thresholds {
+        min_db_bytes: cfg.backup.min_db_bytes,
+        min_objects_bytes: cfg.backup.min_objects_bytes,
+    };
+    let report =
+        tokio::task::spawn_blocking(move || stackback::ops::verify::verify(&dir, &th, &target))
+            .await
+            .map_err(|e| Error::Step {
+                what: "verification".into(),
+                detail: e.to_string(),
+            })??;
+    let mut out = std::io::stdout().lock();
+    for c in &report.checks {
+        let (tag, text) = match &c.outcome {
+            Outcome::Ok(t) => ("OK  ", t),
+            Outcome::Failed(t) => ("FAIL", t),
+            Outcome::Skipped(t) => ("SKIP", t),
+        };
+        let size = c.stored_bytes.map(human_bytes).unwrap_or_default();
+        let run = c
+            .run_id
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(out, "{tag} {run} {} {size}: {text}", c.file);
+    }
+    let _ = writeln!(
+        out,
+        "{} verified, {} failed, {} skipped",
+        report.passed(),
+        report.failed(),
+        report.checks.len() - report.passed() - report.failed()
+    );
+    if report.failed() > 0 {
+        return Ok(exit::VERIFY);
+    }
+    if report.passed() == 0 {
+        eprintln!("error: no verified backup among the checked runs");
+        return Ok(exit::VERIFY);
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_config(cfg: &Config) -> Result<i32, Error> {
+    let mut out = std::io::stdout().lock();
+    for r in &cfg.resolved {
+        let env = r.setting.env.join("|");
+        let _ = writeln!(
+            out,
+            "{:<28} {:<40} {:<26} # {}",
+            r.setting.key,
+            r.display_value(),
+            env,
+            r.source
+        );
+    }
+    Ok(exit::OK)
+}

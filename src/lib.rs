@@ -1,0 +1,28 @@
+//! stackback: verified, restorable backups of an application stack's PostgreSQL database and
+//! S3/MinIO buckets.
+//!
+//! The library holds all the logic; the `stackback` binary parses flags, calls one function of
+//! [`ops`] and renders the typed report it returns. Data flows one way:
+//!
+//! ```text
+//! source (pg_dump, bucket) ──► pipeline (sha256 plain → compress → sha256 stored) ──► sink (backup dir) ──► catalog (run record)
+//! ```
+//!
+//! ```no_run
+//! # async fn demo() -> stackback::Result<()> {
+//! use stackback::config::{Config, LoadInput};
+//! let cfg = Config::load(&LoadInput::from_process())?;
+//! let report = stackback::ops::backup::run(&cfg).await?;
+//! println!("run {} finished: {}", report.record.run_id, report.record.status);
+//! # Ok(()) }
+//! ```
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod ops;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+
+pub use error::{exit, Error, Result};

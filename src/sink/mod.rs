@@ -1,0 +1,3 @@
+//! Where artifacts are stored: the local backup directory (and, later, off-site copies).
+
+pub mod local;

@@ -1,0 +1,426 @@
+//! PostgreSQL: finding the right client tools, asking the server its version, and running pg_dump
+//! / pg_dumpall as byte streams.
+//!
+//! Connection settings reach the children only through `PG*` environment variables (PGPASSWORD
+//! included), never argv, so `ps` shows no secret. pg_dump is chosen among PG_DUMP_PATH, every
+//! `/usr/lib/postgresql/<major>/bin` and `PATH`: the lowest major version that is at least the
+//! server's (a newer pg_dump can emit settings an older server rejects on restore), else an error
+//! that names the version needed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::config::{PostgresConfig, Redactor};
+use crate::error::{Error, Result};
+
+/// One installed PostgreSQL client program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgTool {
+    pub path: PathBuf,
+    pub major: u32,
+    /// As the tool prints it: `15.18`.
+    pub version: String,
+}
+
+/// Parses `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` into `(15, "15.18")`.
+pub fn parse_tool_version(line: &str) -> Option<(u32, String)> {
+    let after = line.split(')').nth(1)?.trim();
+    let version = after.split_whitespace().next()?.to_string();
+    let major = version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((major, version))
+}
+
+/// Where to look for client tools.
+#[derive(Debug, Clone)]
+pub struct ToolSearch {
+    /// An explicit path (PG_DUMP_PATH); when set, nothing else is considered.
+    pub explicit: Option<PathBuf>,
+    /// Directories like `/usr/lib/postgresql` holding `<major>/bin/`.
+    pub version_roots: Vec<PathBuf>,
+    /// The directories of `PATH`.
+    pub path_dirs: Vec<PathBuf>,
+}
+
+impl ToolSearch {
+    pub fn system(explicit: Option<PathBuf>) -> Self {
+        ToolSearch {
+            explicit,
+            version_roots: vec![PathBuf::from("/usr/lib/postgresql")],
+            path_dirs: std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Candidate paths for `name`, deduplicated by canonical path.
+    pub fn candidates(&self, name: &str) -> Vec<PathBuf> {
+        if let Some(p) = &self.explicit {
+            // PG_DUMP_PATH names pg_dump; its siblings (pg_dumpall, psql) live beside it.
+            let p = if name == "pg_dump" {
+                p.clone()
+            } else {
+                p.with_file_name(name)
+            };
+            return vec![p];
+        }
+        let mut out: Vec<PathBuf> = Vec::new();
+        for root in &self.version_roots {
+            if let Ok(rd) = std::fs::read_dir(root) {
+                for e in rd.flatten() {
+                    let p = e.path().join("bin").join(name);
+                    if p.is_file() {
+                        out.push(p);
+                    }
+                }
+            }
+        }
+        for d in &self.path_dirs {
+            let p = d.join(name);
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+        let mut seen = Vec::new();
+        out.retain(|p| {
+            let c = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            if seen.contains(&c) {
+                false
+            } else {
+                seen.push(c);
+                true
+            }
+        });
+        out
+    }
+
+    /// Every candidate that runs and reports a version.
+    pub async fn tools(&self, name: &'static str) -> Result<Vec<PgTool>> {
+        let candidates = self.candidates(name);
+        let mut tools = Vec::new();
+        let mut problems = Vec::new();
+        for path in &candidates {
+            match Command::new(path).arg("--version").output().await {
+                Ok(out) if out.status.success() => {
+                    let line = String::from_utf8_lossy(&out.stdout);
+                    match parse_tool_version(line.trim()) {
+                        Some((major, version)) => tools.push(PgTool {
+                            path: path.clone(),
+                            major,
+                            version,
+                        }),
+                        None => problems.push(format!("{}: odd version {line:?}", path.display())),
+                    }
+                }
+                Ok(out) => problems.push(format!("{}: {}", path.display(), out.status)),
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        if tools.is_empty() {
+            let searched = if let Some(p) = &self.explicit {
+                format!(
+                    "PG_DUMP_PATH points at {}",
+                    p.with_file_name(name).display()
+                )
+            } else {
+                format!(
+                    "searched {}/*/bin and PATH",
+                    self.version_roots
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            let searched = if problems.is_empty() {
+                searched
+            } else {
+                format!("{searched}; {}", problems.join("; "))
+            };
+            return Err(Error::ToolNotFound {
+                tool: name,
+                searched,
+            });
+        }
+        Ok(tools)
+    }
+}
+
+/// Picks the client for a server: the lowest major that is >= the server's; the newest when the
+/// server's version is unknown.
+///
+/// # Errors
+/// [`Error::ToolTooOld`] naming the version needed when every candidate is older than the server.
+pub fn select_tool<'a>(
+    tool: &'static str,
+    candidates: &'a [PgTool],
+    server_major: Option<u32>,
+) -> Result<&'a PgTool> {
+    let newest = candidates
+        .iter()
+        .max_by_key(|t| t.major)
+        .ok_or(Error::ToolNotFound {
+            tool,
+            searched: "no candidates".into(),
+        })?;
+    let Some(server) = server_major else {
+        return Ok(newest);
+    };
+    candidates
+        .iter()
+        .filter(|t| t.major >= server)
+        .min_by_key(|t| t.major)
+        .ok_or_else(|| Error::ToolTooOld {
+            tool,
+            server_major: server,
+            found: candidates
+                .iter()
+                .map(|t| format!("{} ({})", t.version, t.path.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Environment for libpq children: the connection without argv.
+pub fn pg_env(cfg: &PostgresConfig, db: &str) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("PGHOST", cfg.host.clone()),
+        ("PGPORT", cfg.port.to_string()),
+        ("PGUSER", cfg.user.clone()),
+        ("PGDATABASE", db.to_string()),
+        ("PGAPPNAME", "stackback".to_string()),
+        ("PGCONNECT_TIMEOUT", "15".to_string()),
+    ];
+    if let Some(p) = &cfg.password {
+        env.push(("PGPASSWORD", p.expose().to_string()));
+    }
+    if let Some(m) = &cfg.sslmode {
+        env.push(("PGSSLMODE", m.clone()));
+    }
+    env
+}
+
+/// The server's version as `(major, "15.18")`.
+///
+/// # Errors
+/// The connection's own message (authentication, unknown database, refused), for logging: callers
+/// still run pg_dump, whose error the operator sees.
+pub async fn server_version(cfg: &PostgresConfig) -> Result<(u32, String)> {
+    let mut pc = tokio_postgres::Config::new();
+    pc.host(&cfg.host)
+        .port(cfg.port)
+        .user(&cfg.user)
+        .dbname(&cfg.db)
+        .application_name("stackback")
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(p) = &cfg.password {
+        pc.password(p.expose());
+    }
+    let fut = async {
+        let (client, conn) = pc.connect(tokio_postgres::NoTls).await?;
+        let task = tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "select current_setting('server_version_num')::int, current_setting('server_version')",
+                &[],
+            )
+            .await?;
+        drop(client);
+        let _ = task.await;
+        let num: i32 = row.get(0);
+        let text: String = row.get(1);
+        Ok::<_, tokio_postgres::Error>(((num / 10000) as u32, text))
+    };
+    match tokio::time::timeout(Duration::from_secs(20), fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::Step {
+            what: "asking the server its version".into(),
+            detail: e.to_string(),
+        }),
+        Err(_) => Err(Error::Step {
+            what: "asking the server its version".into(),
+            detail: "timed out after 20 s".into(),
+        }),
+    }
+}
+
+/// A pg_dump (or pg_dumpall) command for `db`, connection through the environment.
+pub fn dump_command(tool: &Path, cfg: &PostgresConfig, db: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(tool);
+    // --no-password: never wait for a prompt that no one will answer.
+    cmd.arg("--no-password").args(args);
+    for (k, v) in pg_env(cfg, db) {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `pg_dump --format=plain` for the configured database into `sink`.
+pub async fn dump_database(
+    tool: &PgTool,
+    cfg: &PostgresConfig,
+    sink: &mut dyn std::io::Write,
+    sink_name: &Path,
+    redactor: &Redactor,
+) -> Result<super::ChildOutcome> {
+    let cmd = dump_command(&tool.path, cfg, &cfg.db, &["--format=plain"]);
+    super::run_child(cmd, "pg_dump", sink, sink_name, redactor).await
+}
+
+/// Runs `pg_dumpall --globals-only --no-role-passwords` into `sink`.
+pub async fn dump_globals(
+    tool: &PgTool,
+    cfg: &PostgresConfig,
+    sink: &mut dyn std::io::Write,
+    sink_name: &Path,
+    redactor: &Redactor,
+) -> Result<super::ChildOutcome> {
+    let mut cmd = dump_command(
+        &tool.path,
+        cfg,
+        &cfg.db,
+        &["--globals-only", "--no-role-passwords"],
+    );
+    // pg_dumpall connects to its own maintenance database unless told otherwise.
+    cmd.arg(format!("--database={}", cfg.db));
+    super::run_child(cmd, "pg_dumpall", sink, sink_name, redactor).await
+}
+
+/// The line pg_dump writes after the last object: its absence means the dump did not finish.
+pub const DUMP_COMPLETE: &str = "-- PostgreSQL database dump complete";
+/// pg_dumpall's equivalent.
+pub const DUMPALL_COMPLETE: &str = "-- PostgreSQL database cluster dump complete";
+
+/// Checks that a plain dump's tail holds the completion line, followed by nothing but blank lines,
+/// comments and psql's `\unrestrict` meta-command (PostgreSQL 13.22/15.14/17.6 and later).
+pub fn tail_is_complete(tail: &[u8], marker: &str) -> bool {
+    let text = String::from_utf8_lossy(tail);
+    let Some(pos) = text.rfind(marker) else {
+        return false;
+    };
+    text[pos + marker.len()..].lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with("--") || l.starts_with("\\unrestrict")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(major: u32) -> PgTool {
+        PgTool {
+            path: PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/pg_dump")),
+            major,
+            version: format!("{major}.1"),
+        }
+    }
+
+    #[test]
+    fn version_lines_parse() {
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some((15, "15.18".into()))
+        );
+        assert_eq!(
+            parse_tool_version("pg_dump (PostgreSQL) 17beta2"),
+            Some((17, "17beta2".into()))
+        );
+        assert_eq!(parse_tool_version("garbage"), None);
+    }
+
+    #[test]
+    fn selection_prefers_the_lowest_sufficient_major() {
+        let c = vec![tool(13), tool(17), tool(15)];
+        assert_eq!(select_tool("pg_dump", &c, Some(14)).unwrap().major, 15);
+        assert_eq!(select_tool("pg_dump", &c, Some(15)).unwrap().major, 15);
+        assert_eq!(select_tool("pg_dump", &c, Some(16)).unwrap().major, 17);
+        assert_eq!(select_tool("pg_dump", &c, Some(12)).unwrap().major, 13);
+        assert_eq!(select_tool("pg_dump", &c, None).unwrap().major, 17);
+    }
+
+    #[test]
+    fn selection_names_the_version_needed_when_all_are_older() {
+        let c = vec![tool(15)];
+        let err = select_tool("pg_dump", &c, Some(16)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("PostgreSQL 16"), "{msg}");
+        assert!(msg.contains("15.1"), "{msg}");
+        assert!(err.hint().unwrap().contains("postgresql-client-16"));
+    }
+
+    #[test]
+    fn discovery_walks_version_dirs_and_path() {
+        let root = tempfile::tempdir().unwrap();
+        for v in ["13", "16"] {
+            let bin = root.path().join("pg").join(v).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("pg_dump"), "").unwrap();
+        }
+        let extra = root.path().join("usrbin");
+        std::fs::create_dir_all(&extra).unwrap();
+        std::fs::write(extra.join("pg_dump"), "").unwrap();
+        let s = ToolSearch {
+            explicit: None,
+            version_roots: vec![root.path().join("pg")],
+            path_dirs: vec![extra.clone(), root.path().join("missing")],
+        };
+        let mut found = s.candidates("pg_dump");
+        found.sort();
+        assert_eq!(found.len(), 3);
+        assert!(found.contains(&extra.join("pg_dump")));
+        let none = ToolSearch {
+            explicit: None,
+            version_roots: vec![],
+            path_dirs: vec![],
+        };
+        assert!(none.candidates("pg_dump").is_empty());
+    }
+
+    #[test]
+    fn completion_marker_tolerates_unrestrict() {
+        let ok = b"COPY ...\n\\.\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc123\n\n";
+        assert!(tail_is_complete(ok, DUMP_COMPLETE));
+        let cut = b"COPY public.t (a) FROM stdin;\n1\n2\n";
+        assert!(!tail_is_complete(cut, DUMP_COMPLETE));
+        let trailing = b"-- PostgreSQL database dump complete\n--\nDROP TABLE x;\n";
+        assert!(!tail_is_complete(trailing, DUMP_COMPLETE));
+    }
+
+    #[test]
+    fn password_travels_in_the_environment_only() {
+        let cfg = PostgresConfig {
+            host: "h".into(),
+            port: 1,
+            user: "u".into(),
+            password: Some(crate::config::Secret::new("pw")),
+            db: "d".into(),
+            sslmode: None,
+            pg_dump: None,
+            globals: false,
+        };
+        let cmd = dump_command(Path::new("/bin/pg_dump"), &cfg, "d", &["--format=plain"]);
+        let args: Vec<_> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!args.iter().any(|a| a.contains("pw")), "{args:?}");
+        let envs: Vec<_> = cmd
+            .as_std()
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        assert!(envs.contains(&("PGPASSWORD".into(), Some("pw".into()))));
+    }
+}
