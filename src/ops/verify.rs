@@ -41,7 +41,7 @@ impl Thresholds {
 /// What `verify` was asked to check.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The newest run that has a record (whatever its status).
+    /// The newest run with status ok.
     Latest,
     All,
     Run(RunId),
@@ -225,16 +225,18 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
             }
         }
         Target::Latest => {
-            let entries = catalog.entries()?;
-            match entries.last() {
-                Some(e) => check_entry(dir, th, e, &mut report),
-                None => {
-                    return Err(Error::Verification(format!(
-                        "no run records in {}: nothing to verify",
+            let latest = catalog
+                .records()?
+                .into_iter()
+                .rev()
+                .find(|r| r.status == RunStatus::Ok)
+                .ok_or_else(|| {
+                    Error::Verification(format!(
+                        "no successful run recorded in {}: nothing to verify",
                         dir.path().display()
-                    )))
-                }
-            }
+                    ))
+                })?;
+            check_entry(dir, th, &Entry::Record(Box::new(latest)), &mut report);
         }
         Target::Run(id) => {
             let entry = match catalog.load(id) {

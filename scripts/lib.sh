@@ -1,0 +1,46 @@
+# Shared helpers for scripts/*.sh: installing what the project needs on a fresh Debian machine.
+# Sourced, not run. Every install is skipped when the thing is already there.
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+APT_UPDATED=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages: ${missing[*]} (run as root, or install them)"; return 1
+  fi
+  if [ "$APT_UPDATED" -eq 0 ]; then
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    APT_UPDATED=1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# PostgreSQL server + client (initdb, postgres, pg_dump, psql) and the tools the tests use to check
+# results independently (gzip, zstd, tar, sha256sum, mount).
+ensure_system_deps() {
+  apt_install ca-certificates gzip zstd tar coreutils util-linux mount time procps
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    apt_install postgresql postgresql-client
+  fi
+  id postgres >/dev/null 2>&1 || apt_install postgresql
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust (rustup) first"; return 1; }
+}
+
+# Newest installed PostgreSQL bin directory.
+pg_bindir() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
