@@ -44,3 +44,30 @@ pg_bindir() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# pg_start DIR PORT PASSWORD: a throwaway cluster in DIR on 127.0.0.1:PORT, password auth over TCP.
+# initdb refuses root, so as root the cluster belongs to the postgres user.
+pg_start() {
+  local dir=$1 port=$2 pw=$3 bin; bin=$(pg_bindir)
+  local run=()
+  mkdir -p "$dir"; chmod 755 "$dir"
+  printf '%s' "$pw" > "$dir/pwfile"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$dir"; run=(runuser -u postgres --); fi
+  "${run[@]}" "$bin/initdb" -D "$dir/data" -U postgres -E UTF8 --no-locale --no-sync \
+    --auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/pwfile" >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; return 1; }
+  rm -f "$dir/pwfile"
+  "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1" start >/dev/null \
+    || { cat "$dir/postgres.log" >&2; return 1; }
+}
+
+pg_stop() {
+  local dir=$1 bin; bin=$(pg_bindir)
+  [ -d "$dir/data" ] || return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  else
+    "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  fi
+}
