@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 ensure_rust
 ensure_system_deps
+ensure_s3_servers
 
 log "cargo fmt --check"
 cargo fmt --check

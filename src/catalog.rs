@@ -154,6 +154,11 @@ pub struct ArtifactRecord {
     /// Objects in a bucket artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objects: Option<u64>,
+    /// The object index beside a bucket archive, and its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_sha256: Option<String>,
     /// Objects listed but gone before they could be fetched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,

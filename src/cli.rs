@@ -70,6 +70,50 @@ enum Command {
     },
     /// Print the effective configuration (secrets redacted) and where each value came from.
     Config,
+    /// Restore a backup.
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RestoreCommand {
+    /// Upload a bucket archive's objects back, with content types and user metadata.
+    Objects {
+        /// A bucket archive file, a run id, or `latest`.
+        target: String,
+        /// Target bucket (default: the bucket the archive came from).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Target S3 endpoint (default: MINIO_ENDPOINT; credentials from MINIO_* as usual).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only restore keys that start with this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Replace objects that already exist in the target.
+        #[arg(long, conflicts_with = "skip_existing")]
+        overwrite: bool,
+        /// Keep objects that already exist in the target.
+        #[arg(long)]
+        skip_existing: bool,
+        /// Create the target bucket if it does not exist.
+        #[arg(long)]
+        create_bucket: bool,
+        /// Read every object back afterwards and check its SHA-256.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Extract a volume-mode archive (MINIO_DATA_DIR backups) into a directory.
+    Volume {
+        /// A volume archive file, a run id, or `latest`.
+        target: String,
+        /// Directory to extract into.
+        #[arg(long, value_name = "DIR")]
+        into: PathBuf,
+        /// Extract even if DIR is not empty.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn main() -> i32 {
@@ -150,6 +194,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run { .. } => cmd_run(&cfg).await,
         Command::Verify { target, all } => cmd_verify(&cfg, target.as_deref(), *all).await,
         Command::Config => cmd_config(&cfg),
+        Command::Restore(r) => cmd_restore(&cfg, r).await,
     };
     match result {
         Ok(code) => code,
@@ -280,4 +325,76 @@ fn cmd_config(cfg: &Config) -> Result<i32, Error> {
         );
     }
     Ok(exit::OK)
+}
+
+async fn cmd_restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
+    use stackback::ops::restore::{self, Existing, ObjectRestoreOptions, Selector};
+    match cmd {
+        RestoreCommand::Objects {
+            target,
+            bucket,
+            endpoint,
+            prefix,
+            overwrite,
+            skip_existing,
+            create_bucket,
+            verify,
+        } => {
+            let opts = ObjectRestoreOptions {
+                bucket: bucket.clone(),
+                endpoint: endpoint.clone(),
+                prefix: prefix.clone(),
+                existing: if *overwrite {
+                    Existing::Overwrite
+                } else if *skip_existing {
+                    Existing::Skip
+                } else {
+                    Existing::Refuse
+                },
+                create_bucket: *create_bucket,
+                verify: *verify,
+            };
+            let reports = restore::restore_objects(cfg, &Selector::parse(target), &opts).await?;
+            let mut out = std::io::stdout().lock();
+            for r in reports {
+                let _ = writeln!(
+                    out,
+                    "restored {} into bucket {}: {} objects uploaded, {} existing skipped, {} in {:.1} s{}",
+                    r.artifact,
+                    r.bucket,
+                    r.uploaded,
+                    r.skipped_existing,
+                    human_bytes(r.bytes),
+                    r.seconds,
+                    r.verified
+                        .map(|n| format!(", {n} objects read back and verified"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        RestoreCommand::Volume {
+            target,
+            into,
+            force,
+        } => {
+            let (cfg, sel, into, force) =
+                (cfg.clone(), Selector::parse(target), into.clone(), *force);
+            let r = tokio::task::spawn_blocking(move || {
+                restore::restore_volume(&cfg, &sel, &into, force)
+            })
+            .await
+            .map_err(|e| Error::Step {
+                what: "restore".into(),
+                detail: e.to_string(),
+            })??;
+            println!(
+                "extracted {} into {}: {} entries",
+                r.artifact,
+                r.into.display(),
+                r.entries
+            );
+            Ok(exit::OK)
+        }
+    }
 }

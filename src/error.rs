@@ -187,7 +187,9 @@ fn pg_hint(stderr: &str) -> Option<String> {
 
 fn s3_hint(detail: &str) -> String {
     let d = detail.to_ascii_lowercase();
-    if d.contains("nosuchbucket") || d.contains("does not exist") {
+    if d.contains("--create-bucket") {
+        "create the bucket first, or let stackback create it".into()
+    } else if d.contains("nosuchbucket") || d.contains("does not exist") {
         "check MINIO_BUCKET; `aws s3 ls --endpoint-url MINIO_ENDPOINT` lists the buckets".into()
     } else if d.contains("signature")
         || d.contains("accessdenied")

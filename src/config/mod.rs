@@ -56,6 +56,14 @@ settings! {
     "backup.retention_days", ["BACKUP_RETENTION_DAYS"], false, Some("7"), "delete runs older than this many days";
     "backup.timezone", ["TZ"], false, Some("UTC"), "time zone for the schedule and calendar retention (run ids are always UTC)";
     "backup.min_free_bytes", ["BACKUP_MIN_FREE_BYTES"], false, Some("0"), "fail before dumping when the backup volume has less free space (e.g. 2GiB)";
+    "minio.endpoint", ["MINIO_ENDPOINT"], false, None, "S3 API endpoint, e.g. http://minio:9000; enables bucket backups";
+    "minio.access_key", ["MINIO_ACCESS_KEY", "MINIO_ROOT_USER"], true, None, "access key id";
+    "minio.secret_key", ["MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD"], true, None, "secret access key";
+    "minio.bucket", ["MINIO_BUCKET"], false, None, "bucket to back up, or a comma list";
+    "minio.region", ["MINIO_REGION"], false, Some("us-east-1"), "region used to sign requests";
+    "minio.prefix", ["MINIO_PREFIX"], false, None, "only back up keys under this prefix";
+    "minio.concurrency", ["BACKUP_S3_CONCURRENCY"], false, Some("16"), "objects fetched or uploaded at once";
+    "minio.data_dir", ["MINIO_DATA_DIR"], false, None, "volume mode: tar this directory instead of using the S3 API";
     "verify.min_db_bytes", ["BACKUP_MIN_DB_BYTES"], false, Some("1024"), "a database artifact must be larger than this (stored bytes)";
     "verify.min_objects_bytes", ["BACKUP_MIN_OBJECTS_BYTES"], false, Some("512"), "a bucket artifact must be larger than this (stored bytes)";
 }
@@ -149,11 +157,43 @@ pub struct BackupConfig {
     pub min_objects_bytes: u64,
 }
 
+/// Object storage: buckets through the S3 API, or a data directory (volume mode).
+#[derive(Debug, Clone)]
+pub struct ObjectsConfig {
+    pub endpoint: Option<String>,
+    pub access_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    pub buckets: Vec<String>,
+    pub region: String,
+    pub prefix: Option<String>,
+    pub concurrency: usize,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ObjectsConfig {
+    /// What a backup run needs beyond what every command needs: a bucket to back up.
+    pub fn check_for_backup(&self) -> Result<()> {
+        if self.s3_enabled() && self.buckets.is_empty() {
+            return Err(Error::config(
+                "minio.bucket",
+                "MINIO_ENDPOINT is set but no bucket is: set MINIO_BUCKET (one, or a comma list)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when a run should back up buckets through the S3 API.
+    pub fn s3_enabled(&self) -> bool {
+        self.data_dir.is_none() && self.endpoint.is_some()
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub postgres: PostgresConfig,
     pub backup: BackupConfig,
+    pub objects: ObjectsConfig,
     /// Every setting with its value and source, for `stackback config`.
     pub resolved: Vec<Resolved>,
 }
@@ -301,7 +341,7 @@ fn read_toml(path: &Path) -> Result<Vec<(&'static str, String)>> {
             return Err(Error::config(
                 section.as_str(),
                 format!(
-                    "expected a [{section}] table in {}; known sections: postgres, backup, verify",
+                    "expected a [{section}] table in {}; known sections: postgres, backup, minio, verify",
                     path.display()
                 ),
             ));
@@ -425,7 +465,10 @@ fn build(resolved: Vec<Resolved>) -> Result<Config> {
     let bytes =
         |key: &str| -> Result<u64> { parse_bytes(&req(key)).map_err(|e| Error::config(key, e)) };
 
+    let objects = build_objects(&get)?;
+
     Ok(Config {
+        objects,
         postgres: PostgresConfig {
             host,
             port,
@@ -449,6 +492,60 @@ fn build(resolved: Vec<Resolved>) -> Result<Config> {
         },
         resolved,
     })
+}
+
+fn build_objects(get: &dyn Fn(&str) -> Option<String>) -> Result<ObjectsConfig> {
+    let buckets: Vec<String> = get("minio.bucket")
+        .map(|b| {
+            b.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for b in &buckets {
+        if b.contains('/') || b.starts_with('.') {
+            return Err(Error::config(
+                "minio.bucket",
+                format!("{b:?} is not a bucket name"),
+            ));
+        }
+    }
+    let concurrency: usize = get("minio.concurrency")
+        .unwrap_or_default()
+        .parse()
+        .ok()
+        .filter(|n| (1..=256).contains(n))
+        .ok_or_else(|| Error::config("minio.concurrency", "expected a number from 1 to 256"))?;
+    let endpoint = get("minio.endpoint");
+    if let Some(e) = &endpoint {
+        let u = url::Url::parse(e)
+            .map_err(|err| Error::config("minio.endpoint", format!("{e:?} is not a URL: {err}")))?;
+        if u.scheme() != "http" && u.scheme() != "https" {
+            return Err(Error::config(
+                "minio.endpoint",
+                "expected an http:// or https:// URL",
+            ));
+        }
+    }
+    let data_dir = get("minio.data_dir").map(PathBuf::from);
+    let cfg = ObjectsConfig {
+        endpoint,
+        access_key: get("minio.access_key").map(Secret::new),
+        secret_key: get("minio.secret_key").map(Secret::new),
+        buckets,
+        region: get("minio.region").unwrap_or_default(),
+        prefix: get("minio.prefix").filter(|p| !p.is_empty()),
+        concurrency,
+        data_dir,
+    };
+    if cfg.s3_enabled() && (cfg.access_key.is_none() || cfg.secret_key.is_none()) {
+        return Err(Error::config(
+                "minio.secret_key",
+                "MINIO_ENDPOINT is set but the credentials are not: set MINIO_ACCESS_KEY and MINIO_SECRET_KEY (or MINIO_ROOT_USER and MINIO_ROOT_PASSWORD)",
+            ));
+    }
+    Ok(cfg)
 }
 
 /// Database names become part of file names: refuse what would escape BACKUP_DIR.
@@ -699,6 +796,33 @@ mod tests {
         assert!(!shown.display_value().contains("p%40ss"));
         let r = cfg.redactor();
         assert_eq!(r.redact("login p@ss failed"), "login *** failed");
+    }
+
+    #[test]
+    fn bucket_settings_accept_the_minio_images_names() {
+        let cfg = Config::load(&env(&[
+            ("MINIO_ENDPOINT", "http://minio:9000"),
+            ("MINIO_ROOT_USER", "admin"),
+            ("MINIO_ROOT_PASSWORD", "adminsecret"),
+            ("MINIO_BUCKET", "pdfs, avatars"),
+        ]))
+        .unwrap();
+        assert!(cfg.objects.s3_enabled());
+        assert_eq!(cfg.objects.buckets, vec!["pdfs", "avatars"]);
+        assert_eq!(cfg.objects.region, "us-east-1");
+        assert_eq!(cfg.objects.concurrency, 16);
+        assert_eq!(cfg.redactor().redact("key adminsecret"), "key ***");
+        let err = Config::load(&env(&[
+            ("MINIO_ENDPOINT", "http://m:9000"),
+            ("MINIO_BUCKET", "b"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("MINIO_ACCESS_KEY"), "{err}");
+        let err = Config::load(&env(&[("MINIO_ENDPOINT", "ftp://m")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("minio.endpoint"), "{err}");
     }
 
     #[test]

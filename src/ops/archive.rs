@@ -1,22 +1,329 @@
-//! Checks of tar archives (bucket and volume artifacts) during verification.
+//! The bucket archive format and its checks.
+//!
+//! A bucket artifact is a tar stream whose entries are the objects, in listing order, under their
+//! keys where a key is a safe relative path, so `tar -xzf` gives a browsable tree. Keys a path
+//! cannot hold faithfully (`a//b`, `./x`, `../x`, `/x`, `dir/`, control characters, a key that is
+//! also a "directory" of another key, anything under `.stackback/`) are stored as
+//! `.stackback/objects/<n>` instead. The object index, one JSON line per object in entry order
+//! ([`IndexEntry`]: exact key, entry path, size, ETag, last-modified, content headers, user metadata,
+//! SHA-256), is the archive's last entry, `.stackback/objects.jsonl`, and is also written beside
+//! the archive (`<artifact>.index.jsonl`) so restore and verify can plan before reading the archive.
 
-use std::io::Read;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::catalog::ArtifactKind;
 
-/// Reads every entry of a tar stream to its end; a truncated or corrupt archive fails.
-pub fn check_archive(_kind: ArtifactKind, r: &mut dyn Read) -> Result<String, String> {
+/// Where the object index lives inside the archive.
+pub const INDEX_ENTRY: &str = ".stackback/objects.jsonl";
+/// Directory of entries whose keys cannot be paths.
+pub const MAPPED_DIR: &str = ".stackback/objects/";
+
+/// The sidecar index file of an archive: `minio_b_<id>.tar.gz` → `minio_b_<id>.index.jsonl`.
+pub fn index_file_name(archive: &str) -> String {
+    let stem = [".tar.gz", ".tar.zst", ".tar"]
+        .iter()
+        .find_map(|suffix| archive.strip_suffix(suffix))
+        .unwrap_or(archive);
+    format!("{stem}.index.jsonl")
+}
+
+/// One object of a bucket archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEntry {
+    /// The object key, byte for byte.
+    pub key: String,
+    /// The tar entry holding its content.
+    pub path: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    pub sha256: String,
+}
+
+/// True when `key` can be a relative path that extracts to exactly that key.
+pub fn key_is_plain_path(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('/')
+        && !key.ends_with('/')
+        && !key.chars().any(|c| c.is_control())
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && key.split('/').next() != Some(".stackback")
+}
+
+/// Assigns tar paths to keys in archive order, keeping extraction conflict-free: a key whose
+/// path would be a file where an earlier entry needs a directory (or the reverse) is mapped.
+/// Remembers 64-bit hashes, not keys, so memory stays small for millions of objects.
+#[derive(Debug, Default)]
+pub struct PathPlanner {
+    files: HashSet<u64>,
+    dirs: HashSet<u64>,
+    mapped: u64,
+}
+
+fn h(s: &str) -> u64 {
+    let d = Sha256::digest(s.as_bytes());
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+impl PathPlanner {
+    pub fn path_for(&mut self, key: &str) -> String {
+        let conflict = || {
+            self.dirs.contains(&h(key))
+                || key
+                    .match_indices('/')
+                    .any(|(i, _)| self.files.contains(&h(&key[..i])))
+        };
+        if key_is_plain_path(key) && !conflict() {
+            self.files.insert(h(key));
+            for (i, _) in key.match_indices('/') {
+                self.dirs.insert(h(&key[..i]));
+            }
+            key.to_string()
+        } else {
+            self.mapped += 1;
+            format!("{MAPPED_DIR}{:010}", self.mapped)
+        }
+    }
+}
+
+/// What the verifier knows beyond the archive itself.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveExpectations<'a> {
+    /// The sidecar index, when present.
+    pub index_file: Option<&'a Path>,
+    /// SHA-256 of the index as the run recorded it.
+    pub index_sha256: Option<&'a str>,
+    /// Number of objects the run recorded.
+    pub objects: Option<u64>,
+}
+
+/// Reads every entry of a tar stream to its end. For bucket archives, every object entry must
+/// match the index (path, size, SHA-256), in order, and the index must be the last entry.
+pub fn check_archive(
+    kind: ArtifactKind,
+    r: &mut dyn Read,
+    exp: &ArchiveExpectations<'_>,
+) -> Result<String, String> {
     let mut archive = tar::Archive::new(r);
+    let mut sidecar = match (kind, exp.index_file) {
+        (ArtifactKind::Objects, Some(p)) => Some(
+            BufReader::new(
+                std::fs::File::open(p)
+                    .map_err(|e| format!("object index {} unreadable: {e}", p.display()))?,
+            )
+            .lines(),
+        ),
+        _ => None,
+    };
+    // Without a sidecar, entries are remembered and checked against the in-archive index at the end.
+    let mut seen: Vec<(String, u64, String)> = Vec::new();
     let mut entries = 0u64;
+    let mut objects = 0u64;
     let mut bytes = 0u64;
+    let mut index_found: Option<Vec<IndexEntry>> = None;
     for entry in archive
         .entries()
         .map_err(|e| format!("not a tar archive: {e}"))?
     {
         let mut entry = entry.map_err(|e| format!("tar entry {} unreadable: {e}", entries + 1))?;
-        bytes += std::io::copy(&mut entry, &mut std::io::sink())
-            .map_err(|e| format!("tar entry {} unreadable: {e}", entries + 1))?;
         entries += 1;
+        if index_found.is_some() {
+            return Err(format!("entries after the object index {INDEX_ENTRY}"));
+        }
+        let path = entry
+            .path()
+            .map_err(|e| format!("tar entry {entries} has a bad path: {e}"))?
+            .to_string_lossy()
+            .into_owned();
+        if kind == ArtifactKind::Objects && path == INDEX_ENTRY {
+            let mut text = Vec::new();
+            entry
+                .read_to_end(&mut text)
+                .map_err(|e| format!("object index unreadable: {e}"))?;
+            if let Some(want) = exp.index_sha256 {
+                let got = hex::encode(Sha256::digest(&text));
+                if got != want {
+                    return Err(format!(
+                        "object index sha256 is {got}, the run record says {want}"
+                    ));
+                }
+            }
+            if sidecar.is_some() {
+                index_found = Some(Vec::new());
+            } else {
+                let parsed = parse_index(&text)?;
+                index_found = Some(parsed);
+            }
+            continue;
+        }
+        let mut hasher = HashingSink::default();
+        let n = std::io::copy(&mut entry, &mut hasher)
+            .map_err(|e| format!("tar entry {path:?} unreadable: {e}"))?;
+        bytes += n;
+        if kind != ArtifactKind::Objects {
+            continue;
+        }
+        objects += 1;
+        let sha = hex::encode(hasher.0.finalize());
+        match sidecar.as_mut() {
+            Some(lines) => {
+                let line = lines
+                    .next()
+                    .ok_or_else(|| format!("entry {path:?} is not in the object index"))?
+                    .map_err(|e| format!("object index unreadable: {e}"))?;
+                let want: IndexEntry = serde_json::from_str(&line)
+                    .map_err(|e| format!("object index line {objects} is not valid: {e}"))?;
+                compare(&want, &path, n, &sha)?;
+            }
+            None => seen.push((path, n, sha)),
+        }
     }
-    Ok(format!("{entries} tar entries, {bytes} bytes of content"))
+    if kind != ArtifactKind::Objects {
+        return Ok(format!("{entries} entries, {bytes} bytes of content"));
+    }
+    let Some(index) = index_found else {
+        return Err(format!(
+            "the object index {INDEX_ENTRY} is missing: the archive is incomplete"
+        ));
+    };
+    if let Some(lines) = sidecar.as_mut() {
+        if lines.next().is_some() {
+            return Err("the object index lists more objects than the archive holds".into());
+        }
+    } else {
+        if index.len() != seen.len() {
+            return Err(format!(
+                "the object index lists {} objects, the archive holds {}",
+                index.len(),
+                seen.len()
+            ));
+        }
+        for (want, (path, n, sha)) in index.iter().zip(&seen) {
+            compare(want, path, *n, sha)?;
+        }
+    }
+    if let Some(want) = exp.objects {
+        if want != objects {
+            return Err(format!("{objects} objects, the run record says {want}"));
+        }
+    }
+    Ok(format!("{objects} objects match the index, {bytes} bytes"))
+}
+
+fn compare(want: &IndexEntry, path: &str, size: u64, sha: &str) -> Result<(), String> {
+    if want.path != path {
+        return Err(format!(
+            "entry {path:?} is out of order: the index expects {:?}",
+            want.path
+        ));
+    }
+    if want.size != size || want.sha256 != sha {
+        return Err(format!(
+            "object {:?} differs from the index (size {size} vs {}, sha256 {sha} vs {})",
+            want.key, want.size, want.sha256
+        ));
+    }
+    Ok(())
+}
+
+/// Parses an index (JSON lines).
+pub fn parse_index(text: &[u8]) -> Result<Vec<IndexEntry>, String> {
+    text.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_slice(l)
+                .map_err(|e| format!("object index line {} is not valid: {e}", i + 1))
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct HashingSink(Sha256);
+
+impl std::io::Write for HashingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn awkward_keys_are_mapped() {
+        for k in [
+            "a//b",
+            "./x",
+            "../x",
+            "/lead",
+            "dir/",
+            "",
+            "a/./b",
+            "tab\there",
+            ".stackback/x",
+            "a/../../etc/passwd",
+        ] {
+            assert!(!key_is_plain_path(k), "{k:?}");
+        }
+        for k in [
+            "a",
+            "a/b/c.pdf",
+            "über/東京.pdf",
+            "long/".repeat(40).trim_end_matches('/'),
+            "x..y",
+            ".hidden",
+        ] {
+            assert!(key_is_plain_path(k), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn file_and_directory_conflicts_are_mapped() {
+        let mut p = PathPlanner::default();
+        assert_eq!(p.path_for("a"), "a");
+        assert_eq!(p.path_for("a/b"), ".stackback/objects/0000000001");
+        assert_eq!(p.path_for("c/d"), "c/d");
+        assert_eq!(p.path_for("c"), ".stackback/objects/0000000002");
+        assert_eq!(p.path_for("c/e"), "c/e");
+        assert_eq!(p.path_for("a//b"), ".stackback/objects/0000000003");
+    }
+
+    #[test]
+    fn sidecar_names() {
+        assert_eq!(
+            index_file_name("minio_b_20260101_000000.tar.gz"),
+            "minio_b_20260101_000000.index.jsonl"
+        );
+        assert_eq!(
+            index_file_name("minio_b.tar.c_20260101_000000.tar"),
+            "minio_b.tar.c_20260101_000000.index.jsonl"
+        );
+    }
 }

@@ -44,6 +44,7 @@ const FREE_MARGIN: u64 = 64 << 20;
 /// Only when no run could be started (directory cannot be created, locked by another run, run
 /// record cannot be written). Everything later is reported in [`RunReport`] and its record.
 pub async fn run(cfg: &Config) -> Result<RunReport> {
+    cfg.objects.check_for_backup()?;
     let dir = BackupDir::create(&cfg.backup.dir)?;
     let _lock = dir.lock()?;
     let catalog = Catalog::new(dir.clone());
@@ -58,10 +59,10 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
         dir: &dir,
         redactor: &redactor,
         rec: &mut rec,
-        step: "preflight",
+        step: "preflight".into(),
     };
     let result = ctx.steps().await;
-    let step = ctx.step;
+    let step = std::mem::take(&mut ctx.step);
 
     let error = match result {
         Ok(()) => {
@@ -73,7 +74,7 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
                 .artifacts
                 .iter()
                 .any(|a| a.kind == ArtifactKind::Database && a.verification.ok);
-            rec.status = if db_ok && step != "database" && step != "preflight" {
+            rec.status = if db_ok && step != "database" && step != "preflight" && step != "verify" {
                 RunStatus::Partial
             } else {
                 RunStatus::Failed
@@ -81,6 +82,9 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
             if rec.status == RunStatus::Failed {
                 for a in &rec.artifacts {
                     dir.remove(&a.file)?;
+                    if let Some(i) = &a.index_file {
+                        dir.remove(i)?;
+                    }
                 }
                 rec.artifacts.clear();
             }
@@ -88,9 +92,9 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
             if let Some(h) = e.hint() {
                 text.push_str(&format!(" (hint: {h})"));
             }
-            rec.failed_step = Some(step.to_string());
+            warn!(run = %run_id, step = %step, error = %redactor.redact(&e.to_string()), "backup run failed");
+            rec.failed_step = Some(step);
             rec.error = Some(text);
-            warn!(run = %run_id, step, error = %redactor.redact(&e.to_string()), "backup run failed");
             Some(e)
         }
     };
@@ -121,18 +125,29 @@ struct RunCtx<'a> {
     dir: &'a BackupDir,
     redactor: &'a Redactor,
     rec: &'a mut RunRecord,
-    step: &'static str,
+    step: String,
 }
 
 impl RunCtx<'_> {
     async fn steps(&mut self) -> Result<()> {
-        self.step = "preflight";
+        self.step = "preflight".into();
         self.preflight()?;
-        self.step = "database";
+        self.step = "database".into();
         self.database().await?;
         if self.cfg.postgres.globals {
-            self.step = "globals";
+            self.step = "globals".into();
             self.globals().await?;
+        }
+        let objects = &self.cfg.objects;
+        if let Some(data_dir) = &objects.data_dir {
+            self.step = "volume".into();
+            self.volume(data_dir.clone()).await?;
+        } else if objects.s3_enabled() {
+            let client = crate::s3::client(objects, None)?;
+            for bucket in &objects.buckets {
+                self.step = format!("objects:{bucket}");
+                self.bucket(&client, bucket).await?;
+            }
         }
         Ok(())
     }
@@ -197,12 +212,7 @@ impl RunCtx<'_> {
         self.rec.server_version = server.map(|s| s.1);
         info!(pg_dump = %tool.path.display(), version = %tool.version, db = %pg.db, "dumping database");
 
-        let name = format!(
-            "db_{}_{}.sql{}",
-            pg.db,
-            self.rec.run_id,
-            self.cfg.backup.compression.extension()
-        );
+        let name = self.artifact_name("db", &pg.db, ".sql");
         let started = Utc::now();
         let t0 = Instant::now();
         let mut w = ArtifactWriter::new(
@@ -219,15 +229,15 @@ impl RunCtx<'_> {
                 .push(format!("pg_dump: {}", outcome.stderr));
         }
         let digest = w.commit()?;
-        self.record_and_verify(
+        let art = self.new_artifact(
             ArtifactKind::Database,
             name,
             pg.db.clone(),
             started,
             t0,
             digest,
-        )
-        .await
+        );
+        self.verify_and_add(art).await
     }
 
     async fn globals(&mut self) -> Result<()> {
@@ -241,12 +251,7 @@ impl RunCtx<'_> {
             .and_then(|v| v.split('.').next())
             .and_then(|m| m.parse().ok());
         let tool = select_tool("pg_dumpall", &tools, server_major)?.clone();
-        let name = format!(
-            "globals_{}_{}.sql{}",
-            pg.db,
-            self.rec.run_id,
-            self.cfg.backup.compression.extension()
-        );
+        let name = self.artifact_name("globals", &pg.db, ".sql");
         let started = Utc::now();
         let t0 = Instant::now();
         let mut w = ArtifactWriter::new(
@@ -258,28 +263,128 @@ impl RunCtx<'_> {
         let temp = w.temp_path().to_path_buf();
         postgres::dump_globals(&tool, pg, w.sink(), &temp, self.redactor).await?;
         let digest = w.commit()?;
-        self.record_and_verify(
+        let art = self.new_artifact(
             ArtifactKind::Globals,
             name,
             pg.db.clone(),
             started,
             t0,
             digest,
+        );
+        self.verify_and_add(art).await
+    }
+
+    fn artifact_name(&self, prefix: &str, source: &str, suffix: &str) -> String {
+        format!(
+            "{prefix}_{source}_{}{suffix}{}",
+            self.rec.run_id,
+            self.cfg.backup.compression.extension()
         )
+    }
+
+    async fn bucket(&mut self, client: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
+        let objects = &self.cfg.objects;
+        crate::source::bucket::check_bucket(client, bucket).await?;
+        let name = self.artifact_name("minio", bucket, ".tar");
+        let index_name = crate::ops::archive::index_file_name(&name);
+        info!(
+            bucket,
+            prefix = objects.prefix.as_deref().unwrap_or(""),
+            "backing up bucket"
+        );
+        let started = Utc::now();
+        let t0 = Instant::now();
+        let w = ArtifactWriter::new(
+            self.dir,
+            &name,
+            self.cfg.backup.compression,
+            self.cfg.backup.compression_level,
+        )?;
+        let index = self.dir.create_temp(&index_name)?;
+        let (summary, w, index) = crate::source::bucket::backup_bucket(
+            client,
+            bucket,
+            objects.prefix.as_deref(),
+            objects.concurrency,
+            w,
+            index,
+        )
+        .await?;
+        let digest = w.commit()?;
+        index.commit()?;
+        for key in &summary.skipped {
+            self.rec.warnings.push(format!(
+                "bucket {bucket}: object {key:?} was deleted between listing and fetching: skipped"
+            ));
+        }
+        info!(
+            bucket,
+            objects = summary.objects,
+            bytes = summary.bytes,
+            "bucket archived"
+        );
+        let mut art = self.new_artifact(
+            ArtifactKind::Objects,
+            name,
+            bucket.to_string(),
+            started,
+            t0,
+            digest,
+        );
+        art.objects = Some(summary.objects);
+        art.index_file = Some(index_name);
+        art.index_sha256 = Some(summary.index_sha256);
+        art.skipped = summary.skipped;
+        self.verify_and_add(art).await
+    }
+
+    async fn volume(&mut self, data_dir: std::path::PathBuf) -> Result<()> {
+        let source = self
+            .cfg
+            .objects
+            .buckets
+            .first()
+            .cloned()
+            .or_else(|| {
+                data_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "data".into());
+        let name = self.artifact_name("minio", &source, ".tar");
+        info!(dir = %data_dir.display(), "archiving data directory (volume mode)");
+        let started = Utc::now();
+        let t0 = Instant::now();
+        let mut w = ArtifactWriter::new(
+            self.dir,
+            &name,
+            self.cfg.backup.compression,
+            self.cfg.backup.compression_level,
+        )?;
+        let w = tokio::task::spawn_blocking(move || {
+            crate::source::dir::tar_directory(&data_dir, &mut w).map(|_| w)
+        })
         .await
+        .map_err(|e| Error::Step {
+            what: "archiving the data directory".into(),
+            detail: e.to_string(),
+        })??;
+        let digest = w.commit()?;
+        let art = self.new_artifact(ArtifactKind::Volume, name, source, started, t0, digest);
+        self.verify_and_add(art).await
     }
 
     /// Adds the artifact to the record and verifies it from disk; a failed check removes the file.
-    async fn record_and_verify(
-        &mut self,
+    fn new_artifact(
+        &self,
         kind: ArtifactKind,
         file: String,
         source: String,
         started: DateTime<Utc>,
         t0: Instant,
         digest: crate::pipeline::Digest,
-    ) -> Result<()> {
-        let mut art = ArtifactRecord {
+    ) -> ArtifactRecord {
+        ArtifactRecord {
             kind,
             file,
             source,
@@ -291,13 +396,18 @@ impl RunCtx<'_> {
             started_at: started,
             duration_ms: t0.elapsed().as_millis() as u64,
             objects: None,
+            index_file: None,
+            index_sha256: None,
             skipped: Vec::new(),
             verification: Verification {
                 ok: false,
                 checked_at: Utc::now(),
                 detail: "not verified yet".into(),
             },
-        };
+        }
+    }
+
+    async fn verify_and_add(&mut self, mut art: ArtifactRecord) -> Result<()> {
         let dir = self.dir.path().to_path_buf();
         let th = self.thresholds();
         let to_check = art.clone();
@@ -311,6 +421,9 @@ impl RunCtx<'_> {
         art.verification = v.clone();
         if !v.ok {
             self.dir.remove(&art.file)?;
+            if let Some(i) = &art.index_file {
+                self.dir.remove(i)?;
+            }
             return Err(Error::Verification(format!("{}: {}", art.file, v.detail)));
         }
         self.rec.artifacts.push(art);

@@ -130,7 +130,21 @@ fn check_inner(
         a.compression,
     )
     .map_err(|e| format!("cannot start decompressing: {e}"))?;
-    let content = check_content(a.kind, &mut reader)?;
+    let index_path = a.index_file.as_ref().map(|f| dir.join(f));
+    let exp = crate::ops::archive::ArchiveExpectations {
+        index_file: index_path.as_deref(),
+        index_sha256: a.index_sha256.as_deref(),
+        objects: a.objects,
+    };
+    if let Some(p) = &index_path {
+        if !p.exists() {
+            return Err(format!(
+                "missing: the object index {} does not exist",
+                p.display()
+            ));
+        }
+    }
+    let content = check_content(a.kind, &mut reader, &exp)?;
     let digest = reader
         .finish()
         .map_err(|e| format!("{} stream does not decompress: {e}", a.compression))?;
@@ -153,7 +167,11 @@ fn check_inner(
 }
 
 /// Reads the whole plain stream and checks what it must contain for its kind.
-fn check_content(kind: ArtifactKind, r: &mut dyn Read) -> std::result::Result<String, String> {
+fn check_content(
+    kind: ArtifactKind,
+    r: &mut dyn Read,
+    exp: &crate::ops::archive::ArchiveExpectations<'_>,
+) -> std::result::Result<String, String> {
     match kind {
         ArtifactKind::Database | ArtifactKind::Globals => {
             let marker = if kind == ArtifactKind::Database {
@@ -170,7 +188,9 @@ fn check_content(kind: ArtifactKind, r: &mut dyn Read) -> std::result::Result<St
                 ))
             }
         }
-        ArtifactKind::Objects | ArtifactKind::Volume => crate::ops::archive::check_archive(kind, r),
+        ArtifactKind::Objects | ArtifactKind::Volume => {
+            crate::ops::archive::check_archive(kind, r, exp)
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! after the last byte, and a non-zero exit becomes an error carrying the child's stderr. A dump that
 //! dies mid-stream leaves a compressor output that would pass `gunzip -t`; only this check tells.
 
+pub mod bucket;
+pub mod dir;
 pub mod postgres;
 
 use std::io::Write;

@@ -587,3 +587,4 @@ impl Drop for TableLock<'_> {
         let _ = self.child.wait();
     }
 }
+pub mod s3;

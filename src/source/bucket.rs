@@ -1,0 +1,434 @@
+//! A bucket, through the S3 API, as a tar stream with an object index (format: [`crate::ops::archive`]).
+//!
+//! Data flow: the listing (pages of 1,000 keys) feeds up to `concurrency` fetch tasks; small objects
+//! (<= [`SMALL_OBJECT`]) are fetched whole by their task, larger ones are fetched when their turn
+//! comes and streamed chunk by chunk. Results are consumed in listing order and handed over a
+//! bounded channel to a blocking thread that owns the tar builder and the compressor, hashes each
+//! object, and writes the index. Memory is bounded by `concurrency × SMALL_OBJECT` plus a few
+//! chunks, whatever the bucket's size. The archive is finished only on an explicit `Finish`: any
+//! error or cancellation drops the writer and its temp files are removed.
+
+use std::collections::VecDeque;
+use std::io::{self, BufWriter, Read, Write};
+
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::ops::archive::{IndexEntry, PathPlanner, INDEX_ENTRY};
+use crate::ops::ArtifactWriter;
+use crate::pipeline::{HashReader, HashWriter};
+use crate::s3::s3_error;
+use crate::sink::local::TempArtifact;
+
+/// Objects up to this size are fetched whole, concurrently; larger ones are streamed in order.
+pub const SMALL_OBJECT: i64 = 1 << 20;
+
+/// What a bucket backup produced.
+#[derive(Debug)]
+pub struct BucketSummary {
+    pub objects: u64,
+    pub bytes: u64,
+    /// Keys listed but deleted before they could be fetched.
+    pub skipped: Vec<String>,
+    pub index_sha256: String,
+}
+
+enum Body {
+    Full(Bytes),
+    Stream(mpsc::Receiver<io::Result<Bytes>>),
+}
+
+struct Fetched {
+    meta: IndexEntry,
+    mtime: u64,
+    body: Body,
+}
+
+enum Msg {
+    Object(Box<Fetched>),
+    Finish,
+}
+
+enum Fetch {
+    Ready(Box<Fetched>),
+    Large(String),
+    Gone(String),
+}
+
+/// Checks that the bucket exists and the credentials work, before any file is created.
+pub async fn check_bucket(client: &Client, bucket: &str) -> Result<()> {
+    client
+        .head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            let err = s3_error("HeadBucket", bucket, e);
+            match err {
+                Error::S3 { op, bucket, detail } if detail.contains("HTTP 404") => Error::S3 {
+                    op,
+                    detail: "NoSuchBucket (HTTP 404): the bucket does not exist".into(),
+                    bucket,
+                },
+                other => other,
+            }
+        })
+}
+
+/// Backs up `bucket` (keys under `prefix`) into `archive`, writing the index into `index`.
+pub async fn backup_bucket(
+    client: &Client,
+    bucket: &str,
+    prefix: Option<&str>,
+    concurrency: usize,
+    archive: ArtifactWriter,
+    index: TempArtifact,
+) -> Result<(BucketSummary, ArtifactWriter, TempArtifact)> {
+    let (tx, rx) = mpsc::channel::<Msg>(concurrency.max(2));
+    let writer = tokio::task::spawn_blocking(move || write_archive(rx, archive, index));
+
+    let fed = feed(client, bucket, prefix, concurrency, &tx).await;
+    let finish_sent = match &fed {
+        Ok(_) => tx.send(Msg::Finish).await.is_ok(),
+        Err(_) => false,
+    };
+    drop(tx);
+    let written = writer.await.map_err(|e| Error::Step {
+        what: format!("writing the archive of bucket {bucket}"),
+        detail: e.to_string(),
+    })?;
+    // The writer's own error (disk full) explains a failed send better than the send does.
+    let (archive, index, stats) = match (fed, written) {
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e),
+        (Ok(_), Ok(_)) if !finish_sent => {
+            return Err(Error::Step {
+                what: format!("writing the archive of bucket {bucket}"),
+                detail: "the archive writer stopped early".into(),
+            })
+        }
+        (Ok(skipped), Ok((a, i, s))) => (a, i, WriterStats { skipped, ..s }),
+    };
+    Ok((
+        BucketSummary {
+            objects: stats.objects,
+            bytes: stats.bytes,
+            skipped: stats.skipped,
+            index_sha256: stats.index_sha256,
+        },
+        archive,
+        index,
+    ))
+}
+
+/// Lists and fetches, sending objects to the writer in listing order. Returns the skipped keys.
+async fn feed(
+    client: &Client,
+    bucket: &str,
+    prefix: Option<&str>,
+    concurrency: usize,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<Vec<String>> {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .set_prefix(prefix.map(String::from))
+        .into_paginator()
+        .send();
+    let mut listed: VecDeque<(String, i64)> = VecDeque::new();
+    let mut listing_done = false;
+    let mut queue: VecDeque<tokio::task::JoinHandle<Result<Fetch>>> = VecDeque::new();
+    let mut skipped = Vec::new();
+    loop {
+        while queue.len() < concurrency {
+            if listed.is_empty() && !listing_done {
+                match pages.next().await {
+                    Some(Ok(page)) => {
+                        for o in page.contents() {
+                            if let Some(k) = o.key() {
+                                listed.push_back((k.to_string(), o.size().unwrap_or(0)));
+                            }
+                        }
+                    }
+                    Some(Err(e)) => return Err(s3_error("ListObjectsV2", bucket, e)),
+                    None => listing_done = true,
+                }
+                continue;
+            }
+            let Some((key, size)) = listed.pop_front() else {
+                break;
+            };
+            let task = if size > SMALL_OBJECT {
+                tokio::spawn(async move { Ok(Fetch::Large(key)) })
+            } else {
+                let (c, b) = (client.clone(), bucket.to_string());
+                tokio::spawn(async move { fetch(&c, &b, key, true).await })
+            };
+            queue.push_back(task);
+        }
+        let Some(next) = queue.pop_front() else {
+            break;
+        };
+        let fetched = next.await.map_err(|e| Error::Step {
+            what: format!("fetching from bucket {bucket}"),
+            detail: e.to_string(),
+        })??;
+        let fetched = match fetched {
+            Fetch::Large(key) => fetch(client, bucket, key, false).await?,
+            other => other,
+        };
+        match fetched {
+            Fetch::Ready(f) => {
+                if tx.send(Msg::Object(f)).await.is_err() {
+                    // The writer stopped; its error is reported by the caller.
+                    return Ok(skipped);
+                }
+            }
+            Fetch::Gone(key) => {
+                tracing::warn!(bucket, key = %key, "object deleted between listing and fetching: skipped");
+                skipped.push(key);
+            }
+            Fetch::Large(_) => unreachable!("large objects are fetched above"),
+        }
+    }
+    Ok(skipped)
+}
+
+/// GETs one object: whole (`whole`), or as a stream pumped by its own task.
+async fn fetch(client: &Client, bucket: &str, key: String, whole: bool) -> Result<Fetch> {
+    let out = match client.get_object().bucket(bucket).key(&key).send().await {
+        Ok(o) => o,
+        Err(e) => {
+            if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                return Ok(Fetch::Gone(key));
+            }
+            let mut err = s3_error("GetObject", bucket, e);
+            if let Error::S3 { detail, .. } = &mut err {
+                *detail = format!("key {key:?}: {detail}");
+            }
+            return Err(err);
+        }
+    };
+    let mut meta = IndexEntry {
+        key: key.clone(),
+        path: String::new(),
+        size: out.content_length().unwrap_or(0).max(0) as u64,
+        etag: out.e_tag().map(String::from),
+        last_modified: out
+            .last_modified()
+            .and_then(|t| t.fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime).ok()),
+        content_type: out.content_type().map(String::from),
+        content_encoding: out.content_encoding().map(String::from),
+        content_disposition: out.content_disposition().map(String::from),
+        content_language: out.content_language().map(String::from),
+        cache_control: out.cache_control().map(String::from),
+        metadata: out
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        sha256: String::new(),
+    };
+    let mtime = out
+        .last_modified()
+        .map(|t| t.secs().max(0) as u64)
+        .unwrap_or(0);
+    let mut body = out.body;
+    if whole {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| Error::S3 {
+                op: "GetObject",
+                bucket: bucket.to_string(),
+                detail: format!("key {key:?}: reading the body failed: {e}"),
+            })?
+            .into_bytes();
+        meta.size = bytes.len() as u64;
+        return Ok(Fetch::Ready(Box::new(Fetched {
+            meta,
+            mtime,
+            body: Body::Full(bytes),
+        })));
+    }
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let item = match body.next().await {
+                None => break,
+                Some(Ok(b)) => Ok(b),
+                Some(Err(e)) => Err(io::Error::other(format!("reading the body failed: {e}"))),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    Ok(Fetch::Ready(Box::new(Fetched {
+        meta,
+        mtime,
+        body: Body::Stream(rx),
+    })))
+}
+
+#[derive(Debug, Default)]
+struct WriterStats {
+    objects: u64,
+    bytes: u64,
+    skipped: Vec<String>,
+    index_sha256: String,
+}
+
+/// Reads a body, failing unless it holds exactly `size` bytes.
+struct ExactReader {
+    body: Body,
+    chunk: Bytes,
+    remaining: u64,
+    key: String,
+}
+
+impl ExactReader {
+    fn refill(&mut self) -> io::Result<bool> {
+        loop {
+            if !self.chunk.is_empty() {
+                return Ok(true);
+            }
+            match &mut self.body {
+                Body::Full(b) => {
+                    if b.is_empty() {
+                        return Ok(false);
+                    }
+                    self.chunk = std::mem::take(b);
+                }
+                Body::Stream(rx) => match rx.blocking_recv() {
+                    None => return Ok(false),
+                    Some(Ok(b)) => self.chunk = b,
+                    Some(Err(e)) => return Err(e),
+                },
+            }
+        }
+    }
+}
+
+impl Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            if self.refill()? {
+                return Err(io::Error::other(format!(
+                    "object {:?} has more bytes than its Content-Length",
+                    self.key
+                )));
+            }
+            return Ok(0);
+        }
+        if !self.refill()? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("object {:?} ended {} bytes early", self.key, self.remaining),
+            ));
+        }
+        let n = buf.len().min(self.chunk.len()).min(self.remaining as usize);
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+fn header(size: u64, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    h
+}
+
+/// The blocking side: tar + compression + per-object hashing + index.
+fn write_archive(
+    mut rx: mpsc::Receiver<Msg>,
+    mut archive: ArtifactWriter,
+    mut index: TempArtifact,
+) -> Result<(ArtifactWriter, TempArtifact, WriterStats)> {
+    let archive_path = archive.temp_path().to_path_buf();
+    let index_path = index.temp_path().to_path_buf();
+    let io_err = |e: io::Error| Error::io("cannot write", &archive_path, e);
+    let index_file = index
+        .writer()
+        .try_clone()
+        .map_err(|e| Error::io("cannot reopen", &index_path, e))?;
+    let mut index_w = HashWriter::new(BufWriter::new(index_file));
+    let mut stats = WriterStats::default();
+    let mut planner = PathPlanner::default();
+    {
+        let mut tar = tar::Builder::new(archive.sink());
+        loop {
+            let msg = rx.blocking_recv().ok_or_else(|| Error::Step {
+                what: "writing the archive".into(),
+                detail: "aborted before the listing finished".into(),
+            })?;
+            let f = match msg {
+                Msg::Finish => break,
+                Msg::Object(f) => f,
+            };
+            let Fetched {
+                mut meta,
+                mtime,
+                body,
+            } = *f;
+            meta.path = planner.path_for(&meta.key);
+            let mut reader = HashReader::new(ExactReader {
+                body,
+                chunk: Bytes::new(),
+                remaining: meta.size,
+                key: meta.key.clone(),
+            });
+            let mut h = header(meta.size, mtime);
+            tar.append_data(&mut h, &meta.path, &mut reader)
+                .map_err(|e| match e.raw_os_error() {
+                    // OS errors come from the archive file (disk full); the others from the body.
+                    Some(_) => io_err(e),
+                    None => Error::Step {
+                        what: format!("fetching object {:?}", meta.key),
+                        detail: e.to_string(),
+                    },
+                })?;
+            // tar stops reading at the header's size: make sure nothing was left behind.
+            let mut probe = [0u8; 1];
+            reader.read(&mut probe).map_err(|e| Error::Step {
+                what: format!("fetching object {:?}", meta.key),
+                detail: e.to_string(),
+            })?;
+            let (n, sha) = reader.finish();
+            meta.sha256 = sha;
+            stats.objects += 1;
+            stats.bytes += n;
+            serde_json::to_writer(&mut index_w, &meta)
+                .map_err(|e| Error::io("cannot write", &index_path, e.into()))?;
+            index_w
+                .write_all(b"\n")
+                .map_err(|e| Error::io("cannot write", &index_path, e))?;
+        }
+        index_w
+            .flush()
+            .map_err(|e| Error::io("cannot write", &index_path, e))?;
+        let (buf, index_bytes, index_sha) = index_w.finish();
+        drop(buf);
+        stats.index_sha256 = index_sha;
+        let mut h = header(
+            index_bytes,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        );
+        let f = std::fs::File::open(&index_path)
+            .map_err(|e| Error::io("cannot reopen", &index_path, e))?;
+        tar.append_data(&mut h, INDEX_ENTRY, f).map_err(io_err)?;
+        tar.finish().map_err(io_err)?;
+    }
+    Ok((archive, index, stats))
+}

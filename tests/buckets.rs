@@ -1,0 +1,379 @@
+//! Bucket backups through the S3 API, against two real S3 implementations (Garage and moto), with
+//! every result checked by an independent client (boto3) and GNU tar.
+
+mod support;
+
+use support::s3::{bucket_name, garage, moto, S3Server};
+use support::*;
+
+fn env_for(db: &str, dir: &std::path::Path, s3: &S3Server, bucket: &str) -> Vec<(String, String)> {
+    let mut env = cluster().env(db, dir);
+    env.extend(s3.env(bucket));
+    env
+}
+
+fn bucket_artifact(dir: &std::path::Path) -> std::path::PathBuf {
+    let arts: Vec<String> = artifacts(dir)
+        .into_iter()
+        .filter(|f| f.starts_with("minio_") && f.ends_with(".tar.gz"))
+        .collect();
+    assert_eq!(arts.len(), 1, "{:?}", files(dir));
+    dir.join(&arts[0])
+}
+
+/// Parses an independent client's dump, sorted by key. Garage, like MinIO, drops a leading `/`
+/// from keys it stores: `strip` models that for comparisons with such a target.
+fn parse_dump(lines: &[String], strip: &str) -> Vec<serde_json::Value> {
+    let mut v: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| {
+            let mut o: serde_json::Value = serde_json::from_str(l).unwrap();
+            let k = o["key"].as_str().unwrap().to_string();
+            o["key"] = serde_json::Value::String(k.strip_prefix(strip).unwrap_or(&k).to_string());
+            o
+        })
+        .collect();
+    v.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+    v
+}
+
+/// Backs up a populated bucket on `from`, restores it into fresh buckets on `from` and on `to`,
+/// and compares every object with an independent client.
+fn round_trip(from: &S3Server, to: &S3Server) {
+    let c = cluster();
+    let db = c.seeded_db("s3");
+    let src = bucket_name("src");
+    from.tool(&["populate", &src, "--bulk", "1520", "--big-mib", "120"]);
+    let original = from.dump(&src);
+    assert!(original.len() > 1500, "{}", original.len());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_for(&db, tmp.path(), from, &src);
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rec = only_record(tmp.path());
+    assert_eq!(rec["status"], "ok");
+    let kinds: Vec<&str> = rec["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["database", "objects"],
+        "the database is dumped first"
+    );
+    let objects = rec["artifacts"][1]["objects"].as_u64().unwrap();
+    assert_eq!(objects as usize, original.len());
+
+    // The seed's manual checks, and GNU tar extracting a browsable tree.
+    let archive = bucket_artifact(tmp.path());
+    let (ok, out) = tool("gunzip", &["-t", archive.to_str().unwrap()]);
+    assert!(ok, "gunzip -t: {out}");
+    let (ok, out) = tool("tar", &["-tzf", archive.to_str().unwrap()]);
+    assert!(ok, "tar -tzf: {out}");
+    assert!(out.lines().any(|l| l == "nested/prefix/a/b/c.pdf"), "{out}");
+    assert!(out.lines().any(|l| l == ".stackback/objects.jsonl"));
+    let x = tmp.path().join("extracted");
+    std::fs::create_dir(&x).unwrap();
+    let (ok, out) = tool(
+        "tar",
+        &["-xzf", archive.to_str().unwrap(), "-C", x.to_str().unwrap()],
+    );
+    assert!(ok, "tar -xzf: {out}");
+    assert_eq!(
+        std::fs::read(x.join("unicode/\u{fc}ber/\u{6771}\u{4eac} report.pdf")).unwrap(),
+        "unicode \u{fc}".as_bytes()
+    );
+    assert_eq!(
+        std::fs::metadata(x.join("big/video.bin")).unwrap().len(),
+        120 << 20
+    );
+
+    let r = stackback(&["verify"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains(&format!("{objects} objects match the index")),
+        "{}",
+        r.stdout
+    );
+
+    for target in [from, to] {
+        let dst = bucket_name("dst");
+        let mut env = env_for(&db, tmp.path(), target, &src);
+        env.retain(|(k, _)| k != "MINIO_BUCKET");
+        let r = stackback(
+            &[
+                "restore",
+                "objects",
+                "latest",
+                "--bucket",
+                &dst,
+                "--create-bucket",
+                "--verify",
+            ],
+            &env,
+        );
+        assert_eq!(r.code, 0, "restore into {}: {}", target.name, r.all());
+        assert!(
+            r.stdout.contains(&format!("{objects} objects uploaded")),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout
+                .contains(&format!("{objects} objects read back and verified")),
+            "{}",
+            r.stdout
+        );
+        let restored = parse_dump(&target.dump(&dst), "");
+        let expected = parse_dump(&original, if target.name == "garage" { "/" } else { "" });
+        assert_eq!(restored.len(), expected.len());
+        for (a, b) in expected.iter().zip(&restored) {
+            assert_eq!(
+                a, b,
+                "object differs after restoring {} → {}",
+                from.name, target.name
+            );
+        }
+    }
+}
+
+#[test]
+fn garage_bucket_round_trips_into_garage_and_moto() {
+    round_trip(garage(), moto());
+}
+
+#[test]
+fn moto_bucket_round_trips_into_moto_and_garage() {
+    round_trip(moto(), garage());
+}
+
+/// Text that does not compress away (so archives pass the size threshold).
+fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            char::from(b'a' + ((x >> 33) % 26) as u8)
+        })
+        .collect()
+}
+
+fn small_bucket(s3: &S3Server) -> String {
+    let b = bucket_name("small");
+    s3.tool(&["mkbucket", &b]);
+    for i in 0..5 {
+        s3.tool(&["put", &b, &format!("docs/{i}.txt"), &noise(i, 2000)]);
+    }
+    b
+}
+
+#[test]
+fn wrong_secret_missing_bucket_and_unreachable_endpoint_fail_clearly() {
+    let c = cluster();
+    let s3 = garage();
+    let b = small_bucket(s3);
+    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+        (
+            "wrong secret",
+            vec![("MINIO_SECRET_KEY", "0".repeat(64))],
+            "MINIO_SECRET_KEY",
+        ),
+        (
+            "missing bucket",
+            vec![("MINIO_BUCKET", "no-such-bucket-here".into())],
+            "MINIO_BUCKET",
+        ),
+        (
+            "unreachable",
+            vec![(
+                "MINIO_ENDPOINT",
+                format!("http://127.0.0.1:{}", free_port()),
+            )],
+            "MINIO_ENDPOINT",
+        ),
+    ];
+    for (what, overrides, hint) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut env = env_for("seeded", tmp.path(), s3, &b);
+        for (k, v) in &overrides {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.clone()));
+        }
+        let r = stackback(&["run"], &env);
+        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        assert!(r.stderr.contains(hint), "{what}: {}", r.stderr);
+        assert!(!r.all().contains(&s3.secret_key), "{what}: secret printed");
+        assert!(
+            !artifacts(tmp.path())
+                .iter()
+                .any(|f| f.starts_with("minio_")),
+            "{what}: {:?}",
+            files(tmp.path())
+        );
+        let rec = only_record(tmp.path());
+        // The database part succeeded: the run is partial, and its database backup stays usable.
+        assert_eq!(rec["status"], "partial", "{what}");
+        assert_eq!(
+            rec["failed_step"],
+            format!(
+                "objects:{}",
+                overrides
+                    .iter()
+                    .find(|(k, _)| *k == "MINIO_BUCKET")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or(b.clone())
+            ),
+            "{what}"
+        );
+        assert_eq!(artifacts(tmp.path()).len(), 1, "{what}");
+        let v = stackback(&["verify", rec["run_id"].as_str().unwrap()], &env);
+        assert_eq!(v.code, 0, "{what}: {}", v.all());
+    }
+    let _ = c;
+}
+
+#[test]
+fn restore_refuses_a_non_empty_bucket_unless_told_and_skips_existing() {
+    let c = cluster();
+    let db = c.seeded_db("s3refuse");
+    let s3 = moto();
+    let b = small_bucket(s3);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_for(&db, tmp.path(), s3, &b);
+    assert_eq!(stackback(&["run"], &env).code, 0);
+    let r = stackback(&["restore", "objects", "latest"], &env);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("--overwrite"), "{}", r.stderr);
+    let r = stackback(&["restore", "objects", "latest", "--skip-existing"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("0 objects uploaded, 5 existing skipped"),
+        "{}",
+        r.stdout
+    );
+    let r = stackback(
+        &[
+            "restore",
+            "objects",
+            "latest",
+            "--overwrite",
+            "--prefix",
+            "docs/1",
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("1 objects uploaded"), "{}", r.stdout);
+    let r = stackback(
+        &["restore", "objects", "latest", "--bucket", "missing-target"],
+        &env,
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--create-bucket"), "{}", r.stderr);
+}
+
+#[test]
+fn a_damaged_bucket_archive_fails_verify_and_is_not_restored() {
+    let c = cluster();
+    let db = c.seeded_db("s3dmg");
+    let s3 = garage();
+    let b = small_bucket(s3);
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_for(&db, tmp.path(), s3, &b);
+    assert_eq!(stackback(&["run"], &env).code, 0);
+    let archive = bucket_artifact(tmp.path());
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&archive, bytes).unwrap();
+    let r = stackback(&["verify"], &env);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let dst = bucket_name("dmg");
+    let r = stackback(
+        &[
+            "restore",
+            "objects",
+            "latest",
+            "--bucket",
+            &dst,
+            "--create-bucket",
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(r.stderr.contains("refusing to restore"), "{}", r.stderr);
+}
+
+#[test]
+fn volume_mode_tars_the_data_directory_and_restores_it_inside_the_target_only() {
+    let c = cluster();
+    let db = c.seeded_db("vol");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("minio-data");
+    std::fs::create_dir_all(data.join("schedgen-pdfs/a")).unwrap();
+    std::fs::write(data.join("schedgen-pdfs/a/xl.meta"), noise(3, 5000)).unwrap();
+    std::fs::write(data.join("top.txt"), "top").unwrap();
+    let dir = tmp.path().join("backups");
+    let mut env = c.env(&db, &dir);
+    env.push(("MINIO_DATA_DIR".into(), data.display().to_string()));
+    env.push(("MINIO_BUCKET".into(), "schedgen-pdfs".into()));
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let archive = bucket_artifact(&dir);
+    assert!(archive
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("minio_schedgen-pdfs_"));
+    let (ok, out) = tool("tar", &["-tzf", archive.to_str().unwrap()]);
+    assert!(ok && out.contains("schedgen-pdfs/a/xl.meta"), "{out}");
+
+    let into = tmp.path().join("restored");
+    let r = stackback(
+        &[
+            "restore",
+            "volume",
+            "latest",
+            "--into",
+            into.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        std::fs::read_to_string(into.join("schedgen-pdfs/a/xl.meta")).unwrap(),
+        noise(3, 5000)
+    );
+    let r = stackback(
+        &[
+            "restore",
+            "volume",
+            "latest",
+            "--into",
+            into.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 2, "a non-empty target needs --force: {}", r.all());
+    let r = stackback(
+        &[
+            "restore",
+            "volume",
+            "latest",
+            "--into",
+            into.to_str().unwrap(),
+            "--force",
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+}
