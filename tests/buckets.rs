@@ -177,36 +177,34 @@ fn small_bucket(s3: &S3Server) -> String {
 
 #[test]
 fn wrong_secret_missing_bucket_and_unreachable_endpoint_fail_clearly() {
-    let c = cluster();
     let s3 = garage();
     let b = small_bucket(s3);
-    let cases: Vec<(&str, Vec<(&str, String)>, &str)> = vec![
+    // (what, variable, its bad value, what the hint must name)
+    let cases = [
         (
             "wrong secret",
-            vec![("MINIO_SECRET_KEY", "0".repeat(64))],
+            "MINIO_SECRET_KEY",
+            "0".repeat(64),
             "MINIO_SECRET_KEY",
         ),
         (
             "missing bucket",
-            vec![("MINIO_BUCKET", "no-such-bucket-here".into())],
+            "MINIO_BUCKET",
+            "no-such-bucket-here".to_string(),
             "MINIO_BUCKET",
         ),
         (
             "unreachable",
-            vec![(
-                "MINIO_ENDPOINT",
-                format!("http://127.0.0.1:{}", free_port()),
-            )],
+            "MINIO_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
             "MINIO_ENDPOINT",
         ),
     ];
-    for (what, overrides, hint) in cases {
+    for (what, var, value, hint) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let mut env = env_for("seeded", tmp.path(), s3, &b);
-        for (k, v) in &overrides {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v.clone()));
-        }
+        env.retain(|(k, _)| k != var);
+        env.push((var.to_string(), value.clone()));
         let r = stackback(&["run"], &env);
         assert_eq!(r.code, 1, "{what}: {}", r.all());
         assert!(r.stderr.contains(hint), "{what}: {}", r.stderr);
@@ -221,23 +219,16 @@ fn wrong_secret_missing_bucket_and_unreachable_endpoint_fail_clearly() {
         let rec = only_record(tmp.path());
         // The database part succeeded: the run is partial, and its database backup stays usable.
         assert_eq!(rec["status"], "partial", "{what}");
-        assert_eq!(
-            rec["failed_step"],
-            format!(
-                "objects:{}",
-                overrides
-                    .iter()
-                    .find(|(k, _)| *k == "MINIO_BUCKET")
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or(b.clone())
-            ),
-            "{what}"
-        );
+        let bucket = if var == "MINIO_BUCKET" {
+            value.clone()
+        } else {
+            b.clone()
+        };
+        assert_eq!(rec["failed_step"], format!("objects:{bucket}"), "{what}");
         assert_eq!(artifacts(tmp.path()).len(), 1, "{what}");
         let v = stackback(&["verify", rec["run_id"].as_str().unwrap()], &env);
         assert_eq!(v.code, 0, "{what}: {}", v.all());
     }
-    let _ = c;
 }
 
 #[test]
