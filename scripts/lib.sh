@@ -75,12 +75,16 @@ pg_stop() {
 # Test S3 servers and the independent client: moto (PyPI, >= 5.2.5: older multipart-complete
 # responses are broken), boto3, and Garage (crates.io; ~13 minutes to build once, then cached in
 # ~/.cargo/bin).
-ensure_s3_servers() {
+ensure_moto() {
   if ! python3 -c 'import sys, moto, boto3, flask; from importlib.metadata import version as v; sys.exit(0 if tuple(int(x) for x in v("moto").split(".")[:3]) >= (5,2,5) else 1)' 2>/dev/null; then
     log "installing moto[server] and boto3 (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check "moto[server]>=5.2.5" "boto3>=1.36"
   fi
   command -v moto_server >/dev/null 2>&1 || { log "moto_server is not on PATH after installing moto"; return 1; }
+}
+
+ensure_s3_servers() {
+  ensure_moto
   export PATH="$HOME/.cargo/bin:$PATH"
   if ! command -v garage >/dev/null 2>&1; then
     log "building Garage (cargo install garage --locked; about 13 minutes, once)"
