@@ -91,3 +91,34 @@ ensure_s3_servers() {
     cargo install garage --locked --quiet
   fi
 }
+
+# garage_start DIR S3PORT: a single-node Garage on 127.0.0.1:S3PORT with key GK1a1a... and the
+# right to create buckets. Prints nothing; the caller kills "$DIR/garage.pid" when done.
+GARAGE_KEY_ID="GK$(printf '1a%.0s' $(seq 12))"
+GARAGE_SECRET="$(printf '7e%.0s' $(seq 32))"
+garage_start() {
+  local dir=$1 port=$2 rpc; rpc=$(free_port)
+  mkdir -p "$dir"
+  cat > "$dir/garage.toml" <<CONF
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$rpc"
+rpc_public_addr = "127.0.0.1:$rpc"
+rpc_secret = "$(printf '5c%.0s' $(seq 32))"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$port"
+root_domain = ".s3.garage.localhost"
+CONF
+  RUST_LOG=warn garage -c "$dir/garage.toml" server >"$dir/garage.log" 2>&1 &
+  echo $! > "$dir/garage.pid"
+  local g=(garage -c "$dir/garage.toml") node="" i
+  for i in $(seq 1 100); do node=$("${g[@]}" node id -q 2>/dev/null) && break; sleep 0.2; done
+  [ -n "$node" ] || { cat "$dir/garage.log" >&2; return 1; }
+  "${g[@]}" layout assign -z dc1 -c 1G "${node%%@*}" >/dev/null
+  "${g[@]}" layout apply --version 1 >/dev/null
+  "${g[@]}" key import --yes -n bench "$GARAGE_KEY_ID" "$GARAGE_SECRET" >/dev/null
+  "${g[@]}" key allow --create-bucket "$GARAGE_KEY_ID" >/dev/null
+}

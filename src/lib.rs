@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod ops;
 pub mod pipeline;
+pub mod retention;
 pub mod s3;
 pub mod sink;
 pub mod source;
