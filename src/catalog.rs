@@ -165,6 +165,15 @@ pub struct ArtifactRecord {
     pub verification: Verification,
 }
 
+/// What the automatic prune at the end of a good run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneSummary {
+    pub deleted_runs: Vec<RunId>,
+    pub freed_bytes: u64,
+    /// Set when pruning failed; the backup itself is still good.
+    pub error: Option<String>,
+}
+
 /// Everything known about one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -184,6 +193,9 @@ pub struct RunRecord {
     pub server_version: Option<String>,
     #[serde(default)]
     pub artifacts: Vec<ArtifactRecord>,
+    /// Retention applied after this run verified (ok runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSummary>,
     /// SHA-256 of this record's canonical JSON with this field empty.
     #[serde(default)]
     pub record_sha256: String,
@@ -205,6 +217,7 @@ impl RunRecord {
             pg_dump_version: None,
             server_version: None,
             artifacts: Vec::new(),
+            prune: None,
             record_sha256: String::new(),
         }
     }

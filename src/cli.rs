@@ -73,10 +73,84 @@ enum Command {
     /// Restore a backup.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// List every run in the backup directory, newest first, with totals and disk use.
+    List {
+        /// Stable JSON (schema: docs/list-json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Last run, last success, backup count, disk use, free space.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when the last good backup is older than BACKUP_MAX_AGE (for health checks).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Apply the retention policy now (it also runs after every good backup).
+    Prune {
+        /// Print each decision and its reason; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also delete old files no run record names (e.g. the old backup script's).
+        #[arg(long)]
+        include_unmanaged: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct DbRestoreArgs {
+    /// Database to restore into (default: the one the backup came from).
+    #[arg(long)]
+    target_db: Option<String>,
+    /// Restore to another server: postgres://user@host:port/db (password: PGPASSWORD-style env or
+    /// the URL; prefer POSTGRES_PASSWORD for the configured server).
+    #[arg(long, value_name = "URL")]
+    target_url: Option<String>,
+    /// Create the target database if it does not exist.
+    #[arg(long)]
+    create: bool,
+    /// Drop and recreate a target database that already has tables (needs --yes).
+    #[arg(long)]
+    clean: bool,
+    /// Confirm --clean.
+    #[arg(long)]
+    yes: bool,
+    /// Skip ALTER ... OWNER TO statements (a fresh server without the original roles).
+    #[arg(long)]
+    no_owner: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum RestoreCommand {
+    /// Restore a database backup into PostgreSQL (one transaction, stops at the first error).
+    Db {
+        /// A database backup file, a run id, or `latest`.
+        target: String,
+        #[command(flatten)]
+        db: DbRestoreArgs,
+        /// Write the plain SQL to this file instead of restoring.
+        #[arg(long, value_name = "PATH")]
+        to_file: Option<PathBuf>,
+    },
+    /// Restore a whole run: the database, then its buckets.
+    Run {
+        /// A run id or `latest`.
+        target: String,
+        #[command(flatten)]
+        db: DbRestoreArgs,
+        /// Replace objects that already exist in the target buckets.
+        #[arg(long, conflicts_with = "skip_existing")]
+        overwrite: bool,
+        /// Keep objects that already exist in the target buckets.
+        #[arg(long)]
+        skip_existing: bool,
+        /// Create target buckets that do not exist.
+        #[arg(long)]
+        create_bucket: bool,
+    },
     /// Upload a bucket archive's objects back, with content types and user metadata.
     Objects {
         /// A bucket archive file, a run id, or `latest`.
@@ -195,6 +269,13 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Verify { target, all } => cmd_verify(&cfg, target.as_deref(), *all).await,
         Command::Config => cmd_config(&cfg),
         Command::Restore(r) => cmd_restore(&cfg, r).await,
+        Command::List { json } => cmd_list(&cfg, *json),
+        Command::Status { json, check } => cmd_status(&cfg, *json, *check),
+        Command::Prune {
+            dry_run,
+            include_unmanaged,
+            json,
+        } => cmd_prune(&cfg, *dry_run, *include_unmanaged, *json),
     };
     match result {
         Ok(code) => code,
@@ -329,7 +410,75 @@ fn cmd_config(cfg: &Config) -> Result<i32, Error> {
 
 async fn cmd_restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
     use stackback::ops::restore::{self, Existing, ObjectRestoreOptions, Selector};
+    let db_opts = |a: &DbRestoreArgs, to_file: Option<PathBuf>| restore::DbRestoreOptions {
+        target_db: a.target_db.clone(),
+        target_url: a.target_url.clone(),
+        create: a.create,
+        clean: a.clean,
+        yes: a.yes,
+        no_owner: a.no_owner,
+        to_file,
+    };
     match cmd {
+        RestoreCommand::Db {
+            target,
+            db,
+            to_file,
+        } => {
+            let r =
+                restore::restore_db(cfg, &Selector::parse(target), &db_opts(db, to_file.clone()))
+                    .await?;
+            print_db_restore(&r, to_file.is_some());
+            Ok(exit::OK)
+        }
+        RestoreCommand::Run {
+            target,
+            db,
+            overwrite,
+            skip_existing,
+            create_bucket,
+        } => {
+            let sel = Selector::parse(target);
+            if matches!(sel, Selector::File(_)) {
+                return Err(Error::Usage(format!(
+                    "{target} is not a run id or `latest`"
+                )));
+            }
+            // Pin `latest` to one run so the database and the buckets come from the same one.
+            let sel = match sel {
+                Selector::Latest => {
+                    let dir = stackback::sink::local::BackupDir::open(&cfg.backup.dir)?;
+                    let run = stackback::catalog::Catalog::new(dir)
+                        .latest_with(stackback::catalog::ArtifactKind::Database)?;
+                    Selector::Run(run.run_id)
+                }
+                s => s,
+            };
+            let r = restore::restore_db(cfg, &sel, &db_opts(db, None)).await?;
+            print_db_restore(&r, false);
+            let opts = ObjectRestoreOptions {
+                bucket: None,
+                endpoint: None,
+                prefix: None,
+                existing: if *overwrite {
+                    Existing::Overwrite
+                } else if *skip_existing {
+                    Existing::Skip
+                } else {
+                    Existing::Refuse
+                },
+                create_bucket: *create_bucket,
+                verify: true,
+            };
+            match restore::restore_objects(cfg, &sel, &opts).await {
+                Ok(reports) => print_object_restores(&reports),
+                Err(Error::NotFound(msg)) if msg.contains("no verified objects backup") => {
+                    println!("no bucket backups in this run");
+                }
+                Err(e) => return Err(e),
+            }
+            Ok(exit::OK)
+        }
         RestoreCommand::Objects {
             target,
             bucket,
@@ -355,22 +504,7 @@ async fn cmd_restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
                 verify: *verify,
             };
             let reports = restore::restore_objects(cfg, &Selector::parse(target), &opts).await?;
-            let mut out = std::io::stdout().lock();
-            for r in reports {
-                let _ = writeln!(
-                    out,
-                    "restored {} into bucket {}: {} objects uploaded, {} existing skipped, {} in {:.1} s{}",
-                    r.artifact,
-                    r.bucket,
-                    r.uploaded,
-                    r.skipped_existing,
-                    human_bytes(r.bytes),
-                    r.seconds,
-                    r.verified
-                        .map(|n| format!(", {n} objects read back and verified"))
-                        .unwrap_or_default()
-                );
-            }
+            print_object_restores(&reports);
             Ok(exit::OK)
         }
         RestoreCommand::Volume {
@@ -397,4 +531,231 @@ async fn cmd_restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
             Ok(exit::OK)
         }
     }
+}
+
+fn print_object_restores(reports: &[stackback::ops::restore::ObjectRestoreReport]) {
+    let mut out = std::io::stdout().lock();
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "restored {} into bucket {}: {} objects uploaded, {} existing skipped, {} in {:.1} s{}",
+            r.artifact,
+            r.bucket,
+            r.uploaded,
+            r.skipped_existing,
+            human_bytes(r.bytes),
+            r.seconds,
+            r.verified
+                .map(|n| format!(", {n} objects read back and verified"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn print_db_restore(r: &stackback::ops::restore::DbRestoreReport, to_file: bool) {
+    if to_file {
+        println!(
+            "wrote {} of plain SQL from {} to {} in {:.1} s",
+            human_bytes(r.plain_bytes),
+            r.artifact,
+            r.target,
+            r.seconds
+        );
+    } else {
+        println!(
+            "restored {} into database {}: {} tables, {} rows, {} of SQL in {:.1} s",
+            r.artifact,
+            r.target,
+            r.tables,
+            r.rows,
+            human_bytes(r.plain_bytes),
+            r.seconds
+        );
+    }
+}
+
+fn age(t: chrono::DateTime<chrono::Utc>) -> String {
+    let s = (chrono::Utc::now() - t).num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        7200..=172_799 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("reports serialise")
+    );
+}
+
+fn cmd_list(cfg: &Config, json: bool) -> Result<i32, Error> {
+    let dir = stackback::sink::local::BackupDir::open(&cfg.backup.dir)?;
+    let l = stackback::ops::list::list(&dir)?;
+    if json {
+        print_json(&l);
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    for r in &l.runs {
+        let _ = writeln!(
+            out,
+            "{}  {:<10} {:>9}  {:<10} {}",
+            r.run_id,
+            age(r.started_at),
+            human_bytes(r.bytes),
+            r.status,
+            r.error
+                .as_deref()
+                .map(|e| e.chars().take(100).collect::<String>())
+                .unwrap_or_default()
+        );
+        for a in &r.artifacts {
+            let state = match (a.present, a.verified) {
+                (false, _) => "MISSING",
+                (true, true) => "verified",
+                (true, false) => "unverified",
+            };
+            let _ = writeln!(
+                out,
+                "    {:<9} {:<60} {:>9}  {state}",
+                a.kind.to_string(),
+                a.file,
+                human_bytes(a.bytes)
+            );
+        }
+    }
+    for f in &l.unmanaged {
+        let _ = writeln!(
+            out,
+            "unmanaged  {:<60} {:>9}  (no run record: not counted, never pruned unless asked)",
+            f.file,
+            human_bytes(f.bytes)
+        );
+    }
+    for f in &l.temp_files {
+        let _ = writeln!(
+            out,
+            "leftover   {:<60} {:>9}  (temp file of an interrupted run or prune)",
+            f.file,
+            human_bytes(f.bytes)
+        );
+    }
+    let t = &l.totals;
+    let _ = writeln!(
+        out,
+        "{} runs: {} ok, {} partial, {} failed, {} incomplete; {} database and {} bucket backups; {} on disk, {} free",
+        t.runs, t.ok, t.partial, t.failed, t.incomplete, t.database_backups, t.bucket_backups,
+        human_bytes(t.bytes_on_disk), human_bytes(t.free_bytes)
+    );
+    Ok(exit::OK)
+}
+
+fn cmd_status(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
+    let dir = stackback::sink::local::BackupDir::open(&cfg.backup.dir)?;
+    let s = stackback::ops::list::status(
+        &dir,
+        chrono::Utc::now(),
+        cfg.backup.max_age,
+        cfg.backup.free_warn_bytes,
+        None,
+    )?;
+    if json {
+        print_json(&s);
+    } else {
+        let mut out = std::io::stdout().lock();
+        match &s.last_run {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "last run:     {} ({}), {}{}",
+                    r.run_id,
+                    age(r.started_at),
+                    r.status,
+                    r.duration_seconds
+                        .map(|d| format!(" in {d:.1} s, {}", human_bytes(r.bytes)))
+                        .unwrap_or_default()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "last run:     none");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "last success: {}",
+            s.last_success
+                .as_ref()
+                .map(|r| format!("{} ({})", r.run_id, age(r.started_at)))
+                .unwrap_or_else(|| "none".into())
+        );
+        if let Some(n) = s.next_run {
+            let _ = writeln!(out, "next run:     {n}");
+        }
+        let _ = writeln!(
+            out,
+            "backups:      {} good runs, {} on disk, {} free",
+            s.good_backups,
+            human_bytes(s.bytes_on_disk),
+            human_bytes(s.free_bytes)
+        );
+        for w in &s.warnings {
+            let _ = writeln!(out, "warning:      {w}");
+        }
+    }
+    if check && s.stale {
+        eprintln!("error: backups are stale: {}", s.warnings.join("; "));
+        return Ok(exit::FAILED);
+    }
+    Ok(exit::OK)
+}
+
+fn cmd_prune(
+    cfg: &Config,
+    dry_run: bool,
+    include_unmanaged: bool,
+    json: bool,
+) -> Result<i32, Error> {
+    let dir = stackback::sink::local::BackupDir::open(&cfg.backup.dir)?;
+    let opts = stackback::ops::prune::PruneOptions {
+        dry_run,
+        include_unmanaged,
+        current: None,
+    };
+    let r = stackback::ops::prune::prune(
+        &dir,
+        &cfg.backup.retention,
+        cfg.backup.timezone,
+        chrono::Utc::now(),
+        &opts,
+    )?;
+    if json {
+        print_json(&r);
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    for d in &r.decisions {
+        let _ = writeln!(
+            out,
+            "{} {:<10} {:<6} {}",
+            d.run_id,
+            format!("{:?}", d.state).to_lowercase(),
+            if d.keep { "keep" } else { "delete" },
+            d.reasons.join("; ")
+        );
+    }
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let _ = writeln!(
+        out,
+        "{verb} {} runs, {} files, {}",
+        r.deleted_runs().len(),
+        r.deleted_files.len(),
+        human_bytes(r.freed_bytes)
+    );
+    Ok(exit::OK)
 }

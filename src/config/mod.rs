@@ -54,6 +54,14 @@ settings! {
     "backup.compression", ["BACKUP_COMPRESSION"], false, Some("gzip"), "gzip | zstd | none";
     "backup.compression_level", ["BACKUP_COMPRESSION_LEVEL"], false, None, "gzip 1-9 (default 6), zstd 1-19 (default 3)";
     "backup.retention_days", ["BACKUP_RETENTION_DAYS"], false, Some("7"), "delete runs older than this many days";
+    "backup.keep_last", ["BACKUP_KEEP_LAST"], false, Some("0"), "also keep the newest N good runs";
+    "backup.keep_daily", ["BACKUP_KEEP_DAILY"], false, Some("0"), "also keep the newest good run of each of the last N days";
+    "backup.keep_weekly", ["BACKUP_KEEP_WEEKLY"], false, Some("0"), "also keep the newest good run of each of the last N ISO weeks";
+    "backup.keep_monthly", ["BACKUP_KEEP_MONTHLY"], false, Some("0"), "also keep the newest good run of each of the last N months";
+    "backup.keep_min", ["BACKUP_KEEP_MIN"], false, Some("1"), "never delete the newest N good runs, however old";
+    "backup.failed_grace", ["BACKUP_FAILED_GRACE"], false, Some("24h"), "leftovers of interrupted runs are removed once this old";
+    "backup.max_age", ["BACKUP_MAX_AGE"], false, Some("26h"), "`status --check` fails when the last good backup is older";
+    "backup.min_free_warn_bytes", ["BACKUP_FREE_WARN_BYTES"], false, Some("1GiB"), "`status` warns below this much free space";
     "backup.timezone", ["TZ"], false, Some("UTC"), "time zone for the schedule and calendar retention (run ids are always UTC)";
     "backup.min_free_bytes", ["BACKUP_MIN_FREE_BYTES"], false, Some("0"), "fail before dumping when the backup volume has less free space (e.g. 2GiB)";
     "minio.endpoint", ["MINIO_ENDPOINT"], false, None, "S3 API endpoint, e.g. http://minio:9000; enables bucket backups";
@@ -150,7 +158,9 @@ pub struct BackupConfig {
     pub dir: PathBuf,
     pub compression: Compression,
     pub compression_level: Option<i32>,
-    pub retention_days: u32,
+    pub retention: crate::retention::Policy,
+    pub max_age: std::time::Duration,
+    pub free_warn_bytes: u64,
     pub timezone: chrono_tz::Tz,
     pub min_free_bytes: u64,
     pub min_db_bytes: u64,
@@ -464,6 +474,9 @@ fn build(resolved: Vec<Resolved>) -> Result<Config> {
     };
     let bytes =
         |key: &str| -> Result<u64> { parse_bytes(&req(key)).map_err(|e| Error::config(key, e)) };
+    let duration = |key: &str| -> Result<std::time::Duration> {
+        parse_duration(&req(key)).map_err(|e| Error::config(key, e))
+    };
 
     let objects = build_objects(&get)?;
 
@@ -484,7 +497,18 @@ fn build(resolved: Vec<Resolved>) -> Result<Config> {
             dir: PathBuf::from(req("backup.dir")),
             compression,
             compression_level,
-            retention_days: num("backup.retention_days")?,
+            retention: crate::retention::Policy {
+                days: num("backup.retention_days")?,
+                keep_last: num("backup.keep_last")?,
+                keep_daily: num("backup.keep_daily")?,
+                keep_weekly: num("backup.keep_weekly")?,
+                keep_monthly: num("backup.keep_monthly")?,
+                keep_min: num("backup.keep_min")?,
+                grace: chrono::Duration::from_std(duration("backup.failed_grace")?)
+                    .map_err(|e| Error::config("backup.failed_grace", e.to_string()))?,
+            },
+            max_age: duration("backup.max_age")?,
+            free_warn_bytes: bytes("backup.min_free_warn_bytes")?,
             timezone,
             min_free_bytes: bytes("backup.min_free_bytes")?,
             min_db_bytes: bytes("verify.min_db_bytes")?,
@@ -546,6 +570,33 @@ fn build_objects(get: &dyn Fn(&str) -> Option<String>) -> Result<ObjectsConfig> 
             ));
     }
     Ok(cfg)
+}
+
+impl PostgresConfig {
+    /// These settings with a `postgres://` URL's parts applied over them (`--target-url`).
+    pub fn with_url(&self, raw: &str) -> Result<PostgresConfig> {
+        let parts = parse_database_url(raw)?;
+        let mut c = self.clone();
+        if let Some(h) = parts.host {
+            c.host = h;
+        }
+        if let Some(p) = parts.port {
+            c.port = p;
+        }
+        if let Some(u) = parts.user {
+            c.user = u;
+        }
+        if let Some(p) = parts.password {
+            c.password = Some(Secret::new(p));
+        }
+        if let Some(d) = parts.db {
+            c.db = d;
+        }
+        if parts.sslmode.is_some() {
+            c.sslmode = parts.sslmode;
+        }
+        Ok(c)
+    }
 }
 
 /// Database names become part of file names: refuse what would escape BACKUP_DIR.
@@ -684,7 +735,7 @@ mod tests {
         assert_eq!(cfg.postgres.host, "localhost");
         assert_eq!(cfg.postgres.port, 5432);
         assert_eq!(cfg.backup.dir, PathBuf::from("./backups"));
-        assert_eq!(cfg.backup.retention_days, 7);
+        assert_eq!(cfg.backup.retention.days, 7);
         assert_eq!(cfg.backup.compression, Compression::Gzip);
         assert_eq!(cfg.backup.min_db_bytes, 1024);
         assert_eq!(cfg.backup.min_objects_bytes, 512);

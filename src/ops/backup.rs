@@ -101,6 +101,36 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
     rec.finished_at = Some(Utc::now());
     catalog.write(&rec)?;
     dir.sync()?;
+    if rec.status == RunStatus::Ok {
+        // Only now, with a fresh backup verified and recorded, may old ones go.
+        let opts = crate::ops::prune::PruneOptions {
+            current: Some(run_id.clone()),
+            ..Default::default()
+        };
+        let pruned = crate::ops::prune::prune_locked(
+            &dir,
+            &cfg.backup.retention,
+            cfg.backup.timezone,
+            Utc::now(),
+            &opts,
+        );
+        rec.prune = Some(match pruned {
+            Ok(p) => crate::catalog::PruneSummary {
+                deleted_runs: p.deleted_runs(),
+                freed_bytes: p.freed_bytes,
+                error: None,
+            },
+            Err(e) => {
+                warn!(error = %e, "pruning old backups failed; the new backup is good");
+                crate::catalog::PruneSummary {
+                    deleted_runs: Vec::new(),
+                    freed_bytes: 0,
+                    error: Some(redactor.redact(&e.to_string())),
+                }
+            }
+        });
+        catalog.write(&rec)?;
+    }
     info!(run = %run_id, status = %rec.status, "backup run finished");
     Ok(RunReport { record: rec, error })
 }

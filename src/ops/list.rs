@@ -1,6 +1,13 @@
-//! Naming of artifacts in the backup directory, shared by listing, verification and retention.
+//! What is in a backup directory: runs (from their records), unmanaged files, leftovers; and the
+//! operator's summary of it (`status`). Also the naming of artifacts, shared with verification and
+//! retention. Reads only.
 
-use crate::catalog::{ArtifactKind, RunId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::catalog::{ArtifactKind, Catalog, Entry, RunId, RunRecord, RunStatus};
+use crate::error::Result;
+use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
 
 /// The kind of artifact a file name looks like, whoever wrote it (stackback or the seed's script):
 /// `db_<db>_<id>.sql[.gz|.zst]`, `globals_<db>_<id>.sql[...]`, `minio_<name>_<id>.tar[...]`.
@@ -44,4 +51,271 @@ mod tests {
         assert_eq!(artifact_kind_of("run_20260101_020000.json"), None);
         assert_eq!(artifact_kind_of("db_notes.txt"), None);
     }
+}
+
+/// One run as `list` and `status` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub run_id: RunId,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<f64>,
+    /// `ok`, `partial`, `failed`, `running`, `incomplete` (killed before it finished) or
+    /// `unreadable` (the record cannot be parsed or was modified).
+    pub status: String,
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+    pub artifacts: Vec<ArtifactSummary>,
+    /// Stored bytes of this run's artifacts that are on disk.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactSummary {
+    pub kind: ArtifactKind,
+    pub file: String,
+    pub bytes: u64,
+    pub verified: bool,
+    /// False when the file named by the record is missing from disk.
+    pub present: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<u64>,
+}
+
+/// A file in the backup directory that no run record names.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSummary {
+    pub file: String,
+    pub bytes: u64,
+    pub run_id: Option<RunId>,
+    pub kind: Option<ArtifactKind>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub runs: usize,
+    pub ok: usize,
+    pub partial: usize,
+    pub failed: usize,
+    pub incomplete: usize,
+    pub database_backups: usize,
+    pub bucket_backups: usize,
+    pub bytes_on_disk: u64,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Everything in a backup directory, newest run first. JSON schema: docs/list-json.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub schema: u32,
+    pub backup_dir: String,
+    pub runs: Vec<RunSummary>,
+    pub unmanaged: Vec<FileSummary>,
+    pub temp_files: Vec<FileSummary>,
+    pub totals: Totals,
+}
+
+impl Listing {
+    /// The newest run whose status is ok.
+    pub fn last_success(&self) -> Option<&RunSummary> {
+        self.runs.iter().find(|r| r.status == "ok")
+    }
+}
+
+fn summarize(dir: &BackupDir, r: &RunRecord, locked: bool) -> RunSummary {
+    let status = if !r.checksum_ok() {
+        "unreadable".to_string()
+    } else {
+        match r.status {
+            RunStatus::Running if !locked => "incomplete".into(),
+            s => s.to_string(),
+        }
+    };
+    let artifacts: Vec<ArtifactSummary> = r
+        .artifacts
+        .iter()
+        .map(|a| {
+            let meta = std::fs::metadata(dir.join(&a.file)).ok();
+            ArtifactSummary {
+                kind: a.kind,
+                file: a.file.clone(),
+                bytes: meta.as_ref().map_or(0, |m| m.len()),
+                verified: a.verification.ok,
+                present: meta.is_some(),
+                objects: a.objects,
+            }
+        })
+        .collect();
+    RunSummary {
+        run_id: r.run_id.clone(),
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        duration_seconds: r
+            .finished_at
+            .map(|f| (f - r.started_at).num_milliseconds() as f64 / 1000.0),
+        status,
+        failed_step: r.failed_step.clone(),
+        error: r.error.clone(),
+        bytes: artifacts.iter().map(|a| a.bytes).sum(),
+        artifacts,
+    }
+}
+
+/// Lists a backup directory.
+pub fn list(dir: &BackupDir) -> Result<Listing> {
+    let catalog = Catalog::new(dir.clone());
+    let locked = dir.is_locked();
+    let mut runs = Vec::new();
+    let mut named = std::collections::HashSet::new();
+    for e in catalog.entries()? {
+        match e {
+            Entry::Record(r) => {
+                for a in &r.artifacts {
+                    named.insert(a.file.clone());
+                    if let Some(i) = &a.index_file {
+                        named.insert(i.clone());
+                    }
+                }
+                named.insert(RunRecord::file_name(&r.run_id));
+                runs.push(summarize(dir, &r, locked));
+            }
+            Entry::Unreadable {
+                run_id,
+                file,
+                error,
+            } => {
+                named.insert(file.clone());
+                runs.push(RunSummary {
+                    started_at: run_id.time(),
+                    run_id,
+                    finished_at: None,
+                    duration_seconds: None,
+                    status: "unreadable".into(),
+                    failed_step: None,
+                    error: Some(error),
+                    artifacts: Vec::new(),
+                    bytes: 0,
+                });
+            }
+        }
+    }
+    runs.reverse();
+    let mut unmanaged = Vec::new();
+    let mut temp_files = Vec::new();
+    let mut bytes_on_disk = 0;
+    for name in dir.file_names()? {
+        let bytes = std::fs::metadata(dir.join(&name)).map_or(0, |m| m.len());
+        bytes_on_disk += bytes;
+        let f = FileSummary {
+            run_id: RunId::from_artifact_name(&name),
+            kind: artifact_kind_of(&name),
+            file: name.clone(),
+            bytes,
+        };
+        if name.starts_with(TEMP_PREFIX) || name.starts_with(RETIRED_PREFIX) {
+            temp_files.push(f);
+        } else if !named.contains(&name) && f.kind.is_some() {
+            unmanaged.push(f);
+        }
+    }
+    let (free_bytes, total_bytes) = dir.space()?;
+    let count = |s: &str| runs.iter().filter(|r| r.status == s).count();
+    let good_with = |k: ArtifactKind| {
+        runs.iter()
+            .filter(|r| r.status == "ok" || r.status == "partial")
+            .flat_map(|r| &r.artifacts)
+            .filter(|a| a.kind == k && a.verified && a.present)
+            .count()
+    };
+    let totals = Totals {
+        runs: runs.len(),
+        ok: count("ok"),
+        partial: count("partial"),
+        failed: count("failed"),
+        incomplete: count("incomplete"),
+        database_backups: good_with(ArtifactKind::Database),
+        bucket_backups: good_with(ArtifactKind::Objects) + good_with(ArtifactKind::Volume),
+        bytes_on_disk,
+        free_bytes,
+        total_bytes,
+    };
+    Ok(Listing {
+        schema: 1,
+        backup_dir: dir.path().display().to_string(),
+        runs,
+        unmanaged,
+        temp_files,
+        totals,
+    })
+}
+
+/// What `stackback status` reports. JSON schema: docs/list-json.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub schema: u32,
+    pub last_run: Option<RunSummary>,
+    pub last_success: Option<RunSummary>,
+    pub last_success_age_seconds: Option<i64>,
+    /// Next scheduled run, when a schedule is configured.
+    pub next_run: Option<DateTime<Utc>>,
+    pub good_backups: usize,
+    pub bytes_on_disk: u64,
+    pub free_bytes: u64,
+    pub warnings: Vec<String>,
+    /// True when no good backup is younger than `max_age_seconds`.
+    pub stale: bool,
+    pub max_age_seconds: u64,
+}
+
+/// Summarises the backup directory for operators and health checks.
+pub fn status(
+    dir: &BackupDir,
+    now: DateTime<Utc>,
+    max_age: std::time::Duration,
+    free_warn: u64,
+    next_run: Option<DateTime<Utc>>,
+) -> Result<Status> {
+    let l = list(dir)?;
+    let last_success = l.last_success().cloned();
+    let age = last_success
+        .as_ref()
+        .map(|r| (now - r.finished_at.unwrap_or(r.started_at)).num_seconds());
+    let stale = age.is_none_or(|a| a > max_age.as_secs() as i64);
+    let mut warnings = Vec::new();
+    if l.totals.free_bytes < free_warn {
+        warnings.push(format!(
+            "only {} free on the backup volume (warning below {})",
+            crate::ops::verify::human_bytes(l.totals.free_bytes),
+            crate::ops::verify::human_bytes(free_warn)
+        ));
+    }
+    if stale {
+        warnings.push(match &last_success {
+            Some(r) => format!(
+                "the last good backup ({}) is older than {} s",
+                r.run_id,
+                max_age.as_secs()
+            ),
+            None => "there is no good backup".into(),
+        });
+    }
+    if let Some(r) = l.runs.first() {
+        if r.status != "ok" && r.status != "running" {
+            warnings.push(format!("the last run ({}) is {}", r.run_id, r.status));
+        }
+    }
+    Ok(Status {
+        schema: 1,
+        last_run: l.runs.first().cloned(),
+        good_backups: l.totals.ok,
+        bytes_on_disk: l.totals.bytes_on_disk,
+        free_bytes: l.totals.free_bytes,
+        last_success_age_seconds: age,
+        last_success,
+        next_run,
+        warnings,
+        stale,
+        max_age_seconds: max_age.as_secs(),
+    })
 }

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod backup;
 pub mod list;
+pub mod prune;
 pub mod restore;
 pub mod verify;
 

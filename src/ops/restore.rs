@@ -761,3 +761,353 @@ pub fn restore_volume(
         entries,
     })
 }
+
+#[derive(Debug, Clone, Default)]
+pub struct DbRestoreOptions {
+    /// Database to restore into (default: the one the backup came from).
+    pub target_db: Option<String>,
+    /// Another server: `postgres://user:pass@host:port/db`.
+    pub target_url: Option<String>,
+    /// Create the target database when it does not exist.
+    pub create: bool,
+    /// Drop and recreate a target that already holds tables (needs `yes`).
+    pub clean: bool,
+    pub yes: bool,
+    /// Leave out `ALTER ... OWNER TO` statements (a fresh server without the original roles).
+    pub no_owner: bool,
+    /// Write the plain SQL here instead of restoring.
+    pub to_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DbRestoreReport {
+    pub artifact: String,
+    /// The database restored into, or the file written.
+    pub target: String,
+    pub tables: u64,
+    pub rows: u64,
+    pub plain_bytes: u64,
+    pub seconds: f64,
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+async fn connect(pg: &crate::config::PostgresConfig, db: &str) -> Result<tokio_postgres::Client> {
+    let mut pc = tokio_postgres::Config::new();
+    pc.host(&pg.host)
+        .port(pg.port)
+        .user(&pg.user)
+        .dbname(db)
+        .application_name("stackback")
+        .connect_timeout(std::time::Duration::from_secs(15));
+    if let Some(p) = &pg.password {
+        pc.password(p.expose());
+    }
+    let (client, conn) = pc
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::Step {
+            what: format!("connecting to database {db} on {}:{}", pg.host, pg.port),
+            detail: e.to_string(),
+        })?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+fn sql_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::Step {
+        what: what.to_string(),
+        detail: e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.message().to_string()),
+    }
+}
+
+/// Restores a database backup: into a database (through psql, one transaction, ON_ERROR_STOP),
+/// or into a plain SQL file.
+pub async fn restore_db(
+    cfg: &Config,
+    sel: &Selector,
+    opts: &DbRestoreOptions,
+) -> Result<DbRestoreReport> {
+    let t0 = Instant::now();
+    let dir = BackupDir::open(&cfg.backup.dir)?;
+    let a = resolve(&dir, ArtifactKind::Database, sel)?
+        .into_iter()
+        .next()
+        .expect("resolve returns at least one artifact");
+    {
+        let (d, a) = (dir.path().to_path_buf(), a.clone());
+        tokio::task::spawn_blocking(move || check_stored(&d, &a))
+            .await
+            .map_err(|e| Error::Step {
+                what: "checking the backup".into(),
+                detail: e.to_string(),
+            })??;
+    }
+    let archive = dir.join(&a.file);
+    if let Some(out) = &opts.to_file {
+        let (archive, out2, compression) = (archive.clone(), out.clone(), a.compression);
+        let plain_bytes =
+            tokio::task::spawn_blocking(move || write_plain(&archive, compression, &out2))
+                .await
+                .map_err(|e| Error::Step {
+                    what: "writing SQL".into(),
+                    detail: e.to_string(),
+                })??;
+        return Ok(DbRestoreReport {
+            artifact: a.file,
+            target: out.display().to_string(),
+            plain_bytes,
+            seconds: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        });
+    }
+
+    let mut pg = match &opts.target_url {
+        Some(u) => cfg.postgres.with_url(u)?,
+        None => cfg.postgres.clone(),
+    };
+    pg.db = opts
+        .target_db
+        .clone()
+        .or_else(|| opts.target_url.as_ref().map(|_| pg.db.clone()))
+        .unwrap_or_else(|| a.source.clone());
+    let db = pg.db.clone();
+
+    let admin = connect(&pg, "postgres").await?;
+    let exists = !admin
+        .query("select 1 from pg_database where datname = $1", &[&db])
+        .await
+        .map_err(sql_err("looking up the target database"))?
+        .is_empty();
+    let server_num: i32 = admin
+        .query_one("select current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(sql_err("asking the server its version"))?
+        .get(0);
+    if exists {
+        let target = connect(&pg, &db).await?;
+        let tables: i64 = target
+            .query_one(
+                "select count(*) from pg_tables where schemaname not in ('pg_catalog', 'information_schema')",
+                &[],
+            )
+            .await
+            .map_err(sql_err("counting tables in the target"))?
+            .get(0);
+        drop(target);
+        if tables > 0 {
+            if !(opts.clean && opts.yes) {
+                return Err(Error::Usage(format!(
+                    "database {db} already has {tables} tables: refusing to restore over them; add --clean --yes to drop and recreate it, or choose another --target-db"
+                )));
+            }
+            let force = if server_num >= 130000 {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
+            admin
+                .batch_execute(&format!("DROP DATABASE {}{force}", quote_ident(&db)))
+                .await
+                .map_err(sql_err("dropping the target database"))?;
+            admin
+                .batch_execute(&format!(
+                    "CREATE DATABASE {} TEMPLATE template0",
+                    quote_ident(&db)
+                ))
+                .await
+                .map_err(sql_err("recreating the target database"))?;
+            tracing::info!(db = %db, "dropped and recreated the target database");
+        }
+    } else if opts.create {
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                quote_ident(&db)
+            ))
+            .await
+            .map_err(sql_err("creating the target database"))?;
+    } else {
+        return Err(Error::NotFound(format!(
+            "database {db} does not exist on {}:{}: add --create to create it",
+            pg.host, pg.port
+        )));
+    }
+    drop(admin);
+
+    let search = crate::source::postgres::ToolSearch::system(cfg.postgres.pg_dump.clone());
+    let tools = search.tools("psql").await?;
+    let psql =
+        crate::source::postgres::select_tool("psql", &tools, Some((server_num / 10000) as u32))?
+            .clone();
+    tracing::info!(artifact = %a.file, db = %db, psql = %psql.path.display(), "restoring database");
+    let (compression, no_owner, redactor) = (a.compression, opts.no_owner, cfg.redactor());
+    let pg2 = pg.clone();
+    let plain_bytes = tokio::task::spawn_blocking(move || {
+        feed_psql(&psql.path, &pg2, &archive, compression, no_owner, &redactor)
+    })
+    .await
+    .map_err(|e| Error::Step {
+        what: "restoring".into(),
+        detail: e.to_string(),
+    })??;
+
+    let target = connect(&pg, &db).await?;
+    let tables = target
+        .query(
+            "select format('%I.%I', schemaname, tablename) from pg_tables where schemaname not in ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .map_err(sql_err("listing restored tables"))?;
+    let mut rows = 0u64;
+    for t in &tables {
+        let name: String = t.get(0);
+        let n: i64 = target
+            .query_one(&format!("select count(*) from {name}"), &[])
+            .await
+            .map_err(sql_err("counting restored rows"))?
+            .get(0);
+        rows += n as u64;
+    }
+    Ok(DbRestoreReport {
+        artifact: a.file,
+        target: db,
+        tables: tables.len() as u64,
+        rows,
+        plain_bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Decompresses into `out` atomically (temp name, fsync, rename), mode 0600.
+fn write_plain(
+    archive: &Path,
+    compression: crate::pipeline::Compression,
+    out: &Path,
+) -> Result<u64> {
+    use std::io::Write;
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".stackback-tmp.")
+        .tempfile_in(parent)
+        .map_err(|e| Error::io("cannot create a temp file in", parent, e))?;
+    let mut plain = open_plain(archive, compression)?;
+    let n = std::io::copy(&mut plain, tmp.as_file_mut())
+        .map_err(|e| Error::io("cannot write", out, e))?;
+    tmp.as_file_mut()
+        .flush()
+        .map_err(|e| Error::io("cannot write", out, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("cannot fsync", out, e))?;
+    tmp.persist(out)
+        .map_err(|e| Error::io("cannot write", out, e.error))?;
+    Ok(n)
+}
+
+/// Streams the dump into psql's stdin; psql's exit status decides.
+fn feed_psql(
+    psql: &Path,
+    pg: &crate::config::PostgresConfig,
+    archive: &Path,
+    compression: crate::pipeline::Compression,
+    no_owner: bool,
+    redactor: &crate::config::Redactor,
+) -> Result<u64> {
+    use std::io::{BufWriter, Write};
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(psql);
+    cmd.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "--no-password",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in crate::source::postgres::pg_env(pg, &pg.db) {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::Child {
+        tool: "psql".into(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+    })?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let drain = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut plain = BufReader::with_capacity(256 * 1024, open_plain(archive, compression)?);
+    let mut stdin = BufWriter::with_capacity(256 * 1024, child.stdin.take().expect("piped"));
+    let mut line = Vec::new();
+    let mut in_copy = false;
+    let mut total = 0u64;
+    let fed: std::io::Result<()> = (|| {
+        loop {
+            line.clear();
+            let n = plain.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if in_copy {
+                in_copy = line.as_slice() != b"\\.\n";
+            } else if line.starts_with(b"COPY ") && line.ends_with(b"FROM stdin;\n") {
+                in_copy = true;
+            } else if no_owner
+                && line.starts_with(b"ALTER ")
+                && line.windows(10).any(|w| w == b" OWNER TO ")
+            {
+                continue;
+            }
+            stdin.write_all(&line)?;
+        }
+        stdin.flush()
+    })();
+    if fed.is_err() {
+        // psql commits its single transaction at end of input: kill it so a dump we could not read
+        // to the end is never committed half-way.
+        let _ = child.kill();
+    }
+    drop(stdin);
+    let status = child.wait().map_err(|e| Error::Child {
+        tool: "psql".into(),
+        status: "could not be waited for".into(),
+        stderr: e.to_string(),
+    })?;
+    let err_text = redactor.redact(drain.join().unwrap_or_default().trim());
+    if let Err(e) = &fed {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(Error::Verification(format!(
+                "{} could not be read to the end ({e}); psql was stopped, nothing was committed",
+                archive.display()
+            )));
+        }
+    }
+    if !status.success() {
+        return Err(Error::Child {
+            tool: "psql".into(),
+            status: status
+                .code()
+                .map_or("killed by a signal".into(), |c| format!("exit code {c}")),
+            stderr: format!(
+                "{err_text} (the restore ran in one transaction: nothing was committed)"
+            ),
+        });
+    }
+    fed.map_err(|e| Error::io("cannot read", archive, e))?;
+    Ok(total)
+}

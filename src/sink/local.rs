@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 
 /// Prefix of every temp file stackback writes in the backup directory.
 pub const TEMP_PREFIX: &str = ".stackback-tmp.";
+/// Prefix of a run record being retired by prune: no longer a run, its artifacts still to delete.
+pub const RETIRED_PREFIX: &str = ".stackback-retired.";
 const LOCK_NAME: &str = ".stackback.lock";
 
 /// An open backup directory.

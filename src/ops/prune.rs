@@ -1,0 +1,261 @@
+//! Prune: carries out [`crate::retention::plan`] on a backup directory.
+//!
+//! A run is retired record first: `run_<id>.json` is renamed to `.stackback-retired.run_<id>.json`
+//! (from that instant it no longer counts as a backup), the directory is fsynced, then its files are
+//! deleted, then the retired record. A prune interrupted half-way leaves a retired record, which the
+//! next prune finishes; it never leaves a run that looks complete but is not. Files no record names
+//! (an old script's backups) are only deleted with `include_unmanaged`. Runs under the directory
+//! lock: by a backup run after it verified (it already holds the lock), or by `stackback prune`.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Entry, RunId, RunRecord, RunStatus};
+use crate::error::{Error, Result};
+use crate::retention::{plan, Decision, Policy, RunInfo, RunState};
+use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
+
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    pub dry_run: bool,
+    pub include_unmanaged: bool,
+    /// The run calling prune: never touched.
+    pub current: Option<RunId>,
+}
+
+/// What prune decided and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub decisions: Vec<Decision>,
+    /// Files deleted (or, in a dry run, that would be).
+    pub deleted_files: Vec<String>,
+    pub freed_bytes: u64,
+    /// Files kept although they look like backups, and why.
+    pub notes: Vec<String>,
+}
+
+impl PruneReport {
+    pub fn deleted_runs(&self) -> Vec<RunId> {
+        self.decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.run_id.clone())
+            .collect()
+    }
+}
+
+/// Prunes under the directory lock; `prune` itself takes it.
+pub fn prune(
+    dir: &BackupDir,
+    policy: &Policy,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+    opts: &PruneOptions,
+) -> Result<PruneReport> {
+    let _lock = dir.lock()?;
+    prune_locked(dir, policy, tz, now, opts)
+}
+
+/// Prunes; the caller holds the directory lock.
+pub fn prune_locked(
+    dir: &BackupDir,
+    policy: &Policy,
+    tz: chrono_tz::Tz,
+    now: DateTime<Utc>,
+    opts: &PruneOptions,
+) -> Result<PruneReport> {
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    finish_retired(dir, opts, &mut report)?;
+
+    let catalog = Catalog::new(dir.clone());
+    let mut runs = Vec::new();
+    let mut records = std::collections::HashMap::new();
+    for e in catalog.entries()? {
+        match e {
+            Entry::Unreadable { file, error, .. } => report
+                .notes
+                .push(format!("{file} kept: the record is unreadable ({error})")),
+            Entry::Record(r) => {
+                if opts.current.as_ref() == Some(&r.run_id) {
+                    continue;
+                }
+                if !r.checksum_ok() {
+                    report.notes.push(format!(
+                        "run {} kept: its record was modified, so what it names is uncertain",
+                        r.run_id
+                    ));
+                    continue;
+                }
+                let state = match r.status {
+                    RunStatus::Ok => RunState::Ok,
+                    RunStatus::Partial => RunState::Partial,
+                    RunStatus::Failed => RunState::Failed,
+                    RunStatus::Running => RunState::Incomplete,
+                };
+                runs.push(RunInfo {
+                    id: r.run_id.clone(),
+                    state,
+                });
+                records.insert(r.run_id.clone(), *r);
+            }
+        }
+    }
+    report.decisions =
+        plan(&runs, policy, now, tz).map_err(|e| Error::config("backup.retention_days", e))?;
+
+    let names = dir.file_names()?;
+    let mut named: HashSet<String> = HashSet::new();
+    for r in records.values() {
+        named.insert(RunRecord::file_name(&r.run_id));
+        for a in &r.artifacts {
+            named.insert(a.file.clone());
+            if let Some(i) = &a.index_file {
+                named.insert(i.clone());
+            }
+        }
+    }
+    for d in report.decisions.clone().iter().filter(|d| !d.keep) {
+        let r = &records[&d.run_id];
+        let mut files: Vec<String> = Vec::new();
+        for a in &r.artifacts {
+            files.push(a.file.clone());
+            if let Some(i) = &a.index_file {
+                files.push(i.clone());
+            }
+        }
+        if d.state == RunState::Incomplete {
+            // A killed run's artifacts may be on disk under their final names but not in its record.
+            let id = r.run_id.as_str();
+            files.extend(
+                names
+                    .iter()
+                    .filter(|n| {
+                        !n.starts_with("run_")
+                            && !n.starts_with('.')
+                            && !named.contains(*n)
+                            && RunId::from_artifact_name(n).as_ref().map(|x| x.as_str()) == Some(id)
+                    })
+                    .cloned(),
+            );
+        }
+        retire(dir, r, &files, opts, &mut report)?;
+    }
+
+    // Temp files of crashed runs, once older than the grace period.
+    for n in names.iter().filter(|n| n.starts_with(TEMP_PREFIX)) {
+        let path = dir.join(n);
+        let age = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a.as_secs() as i64 > policy.grace.num_seconds()) {
+            delete(dir, n, opts, &mut report)?;
+        }
+    }
+
+    // Files that look like backups but that no record names.
+    let newest_good = records
+        .values()
+        .filter(|r| r.status == RunStatus::Ok)
+        .map(|r| r.run_id.time())
+        .max();
+    for n in &names {
+        if named.contains(n)
+            || n.starts_with('.')
+            || crate::ops::list::artifact_kind_of(n).is_none()
+        {
+            continue;
+        }
+        let Some(id) = RunId::from_artifact_name(n) else {
+            continue;
+        };
+        let old = newest_good
+            .is_some_and(|g| g - id.time() > chrono::Duration::days(i64::from(policy.days)));
+        if !opts.include_unmanaged {
+            report.notes.push(format!("{n} kept: unmanaged (no run record names it; --include-unmanaged deletes old ones)"));
+        } else if old {
+            delete(dir, n, opts, &mut report)?;
+        } else {
+            report.notes.push(format!(
+                "{n} kept: unmanaged, inside the {}-day window",
+                policy.days
+            ));
+        }
+    }
+    if !opts.dry_run {
+        dir.sync()?;
+    }
+    Ok(report)
+}
+
+fn delete(
+    dir: &BackupDir,
+    name: &str,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    report.freed_bytes += std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+    report.deleted_files.push(name.to_string());
+    if !opts.dry_run {
+        dir.remove(name)?;
+    }
+    Ok(())
+}
+
+/// Record first (renamed, so it no longer counts), then the files, then the retired record.
+fn retire(
+    dir: &BackupDir,
+    r: &RunRecord,
+    files: &[String],
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let record = RunRecord::file_name(&r.run_id);
+    let retired = format!("{RETIRED_PREFIX}{record}");
+    report.deleted_files.push(record.clone());
+    if !opts.dry_run {
+        std::fs::rename(dir.join(&record), dir.join(&retired))
+            .map_err(|e| Error::io("cannot retire run record", dir.join(&record), e))?;
+        dir.sync()?;
+    }
+    for f in files {
+        delete(dir, f, opts, report)?;
+    }
+    if !opts.dry_run {
+        dir.remove(&retired)?;
+    }
+    tracing::info!(run = %r.run_id, files = files.len(), dry_run = opts.dry_run, "pruned run");
+    Ok(())
+}
+
+/// Completes retirements a previous prune could not finish.
+fn finish_retired(dir: &BackupDir, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+    for n in dir
+        .file_names()?
+        .into_iter()
+        .filter(|n| n.starts_with(RETIRED_PREFIX))
+    {
+        let path = dir.join(&n);
+        let files: Vec<String> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok())
+            .map(|r| {
+                r.artifacts
+                    .iter()
+                    .flat_map(|a| std::iter::once(a.file.clone()).chain(a.index_file.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for f in &files {
+            delete(dir, f, opts, report)?;
+        }
+        delete(dir, &n, opts, report)?;
+    }
+    Ok(())
+}
