@@ -26,8 +26,13 @@ measure() { # label, command...
   local wall rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$WORK/time.txt")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/time.txt")
-  awk -v l="$label" -v w="$wall" -v r="$rss" -v mb="$BIG" -v n="$N" 'BEGIN {
-    printf "%-34s %8d %8.1f %10.1f %12.1f\n", l, n + 16, w, (mb + n * 0.00005) / w, r / 1024 }'
+  # Objects and plain bytes as the run record counted them.
+  local rec objs bytes
+  rec=$(ls "$BACKUP_DIR"/run_*.json | tail -n 1)
+  objs=$(python3 -c "import json; a=[x for x in json.load(open('$rec'))['artifacts'] if x['kind']=='objects'][0]; print(a['objects'], a['plain_bytes'])")
+  bytes=${objs#* }; objs=${objs% *}
+  awk -v l="$label" -v w="$wall" -v r="$rss" -v n="$objs" -v b="$bytes" 'BEGIN {
+    printf "%-34s %8d %8.1f %10.1f %12.1f\n", l, n, w, b / 1048576 / w, r / 1024 }'
 }
 printf '\n%-34s %8s %8s %10s %12s\n' operation objects wall_s MiB/s peak_RSS_MiB
 for c in 1 16; do

@@ -197,7 +197,10 @@ fn s3_hint(detail: &str) -> String {
         || d.contains("forbidden")
     {
         "check MINIO_ACCESS_KEY / MINIO_SECRET_KEY (or MINIO_ROOT_USER / MINIO_ROOT_PASSWORD) and MINIO_REGION".into()
-    } else if d.contains("dispatch") || d.contains("connect") || d.contains("timeout") {
+    } else if d.contains("certificate") || d.contains("tls handshake") {
+        "the endpoint's TLS certificate is not trusted: set MINIO_CA_FILE to the CA that signed it"
+            .into()
+    } else if d.contains("cannot reach") || d.contains("connect") || d.contains("timeout") {
         "the endpoint is unreachable: check MINIO_ENDPOINT and that the server is running".into()
     } else {
         "check the MINIO_* settings and the server's log".into()

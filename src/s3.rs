@@ -29,7 +29,11 @@ pub fn client(cfg: &ObjectsConfig, endpoint: Option<&str>) -> Result<aws_sdk_s3:
             "no S3 credentials: set MINIO_ACCESS_KEY and MINIO_SECRET_KEY (or MINIO_ROOT_USER and MINIO_ROOT_PASSWORD)",
         ));
     };
-    let conf = aws_sdk_s3::config::Builder::new()
+    let mut conf = aws_sdk_s3::config::Builder::new();
+    if let Some(ca) = &cfg.ca_file {
+        conf = conf.http_client(https_with_ca(ca)?);
+    }
+    let conf = conf
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new(cfg.region.clone()))
@@ -58,6 +62,37 @@ pub fn client(cfg: &ObjectsConfig, endpoint: Option<&str>) -> Result<aws_sdk_s3:
     Ok(aws_sdk_s3::Client::from_conf(conf))
 }
 
+/// The SDK's HTTPS client, trusting the system roots plus the CA in `ca` (a private MinIO's).
+fn https_with_ca(ca: &std::path::Path) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls;
+    let pem = std::fs::read(ca).map_err(|e| {
+        Error::config(
+            "minio.ca_file",
+            format!("cannot read {}: {e}", ca.display()),
+        )
+    })?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::config(
+            "minio.ca_file",
+            format!("{} holds no PEM certificate", ca.display()),
+        ));
+    }
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(
+            tls::TrustStore::empty()
+                .with_native_roots(true)
+                .with_pem_certificate(pem),
+        )
+        .build()
+        .map_err(|e| Error::config("minio.ca_file", format!("{}: {e}", ca.display())))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https())
+}
+
 /// Turns an SDK error into [`Error::S3`]: the service's code and message when it answered, the
 /// transport's reason (refused, timed out) when it did not.
 pub fn s3_error<E>(op: &'static str, bucket: &str, err: SdkError<E>) -> Error
@@ -80,10 +115,12 @@ where
                 },
             }
         }
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => format!(
-            "cannot reach the endpoint (dispatch failure): {}",
-            DisplayErrorContext(&err)
-        ),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            // The context repeats itself as a Debug dump after the readable part: keep the latter.
+            let full = DisplayErrorContext(&err).to_string();
+            let readable = full.split(" (DispatchFailure(").next().unwrap_or(&full);
+            format!("cannot reach the endpoint: {readable}")
+        }
         _ => DisplayErrorContext(&err).to_string(),
     };
     Error::S3 {

@@ -57,6 +57,7 @@ fn round_trip(compression: Option<&str>, suffix: &str, decompress: &str) {
         .starts_with(char::is_numeric));
     assert!(rec["pg_dump_version"].is_string());
 
+    assert_list_matches_disk(&dir, &c.env(&db, &dir));
     let target = c.empty_db("restored");
     let out = c.restore_with_shell(&dir.join(name), &target, decompress);
     assert!(

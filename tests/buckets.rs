@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::s3::{bucket_name, garage, moto, S3Server};
+use support::s3::{bucket_name, garage, moto, moto_tls, S3Server};
 use support::*;
 
 fn env_for(db: &str, dir: &std::path::Path, s3: &S3Server, bucket: &str) -> Vec<(String, String)> {
@@ -367,4 +367,105 @@ fn volume_mode_tars_the_data_directory_and_restores_it_inside_the_target_only() 
         &env,
     );
     assert_eq!(r.code, 0, "{}", r.all());
+}
+
+#[test]
+fn https_endpoints_with_a_private_ca() {
+    let c = cluster();
+    let db = c.seeded_db("tls");
+    let tmp = tempfile::tempdir().unwrap();
+    // A private CA and a server certificate it signed, as a self-hosted MinIO would have.
+    let p = |f: &str| tmp.path().join(f).display().to_string();
+    std::fs::write(
+        tmp.path().join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=stackback test CA",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &p("key.pem"),
+            "-out",
+            &p("srv.csr"),
+        ],
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p("srv.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &p("cert.pem"),
+        ],
+    ] {
+        let (ok, out) = tool("openssl", &args);
+        assert!(ok, "openssl {args:?}: {out}");
+    }
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let ca = tmp.path().join("ca.pem");
+    let s3 = moto_tls(&cert, &key);
+    let b = bucket_name("tls");
+    let out = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/s3tool.py"))
+        .args(["populate", &b, "--bulk", "20"])
+        .env("S3_ENDPOINT", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+        .env("AWS_DEFAULT_REGION", s3.region)
+        .env("AWS_CA_BUNDLE", &ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tmp.path().join("b1");
+    let env = env_for(&db, &dir, &s3, &b);
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 1, "an unknown CA must be refused: {}", r.all());
+    assert_eq!(only_record(&dir)["status"], "partial");
+
+    let dir = tmp.path().join("b2");
+    let mut env = env_for(&db, &dir, &s3, &b);
+    env.push(("MINIO_CA_FILE".into(), ca.display().to_string()));
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(only_record(&dir)["artifacts"][1]["objects"], 36);
+
+    env.retain(|(k, _)| k != "MINIO_CA_FILE");
+    env.push(("MINIO_CA_FILE".into(), key.display().to_string()));
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("minio.ca_file"), "{}", r.stderr);
 }

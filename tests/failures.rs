@@ -27,6 +27,11 @@ fn failing_run(env: &[(String, String)], dir: &std::path::Path, code: i32) -> (R
     let err = rec["error"].as_str().unwrap().to_string();
     assert!(!err.contains(PASSWORD));
     assert!(!r.all().contains(PASSWORD));
+    if files(dir).iter().any(|f| f.starts_with(".stackback.lock")) {
+        assert_list_matches_disk(dir, env);
+        let l = list_json(env);
+        assert_eq!(l["runs"][0]["status"], "failed");
+    }
     (r, err)
 }
 

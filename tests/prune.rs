@@ -44,43 +44,6 @@ fn fabricate(
     id
 }
 
-fn list_json(env: &[(String, String)]) -> serde_json::Value {
-    let r = stackback(&["list", "--json"], env);
-    assert_eq!(r.code, 0, "{}", r.all());
-    serde_json::from_str(&r.stdout).unwrap()
-}
-
-/// `list` agrees with the directory: every artifact it calls present exists, and every artifact
-/// file on disk is either named by a run or listed as unmanaged.
-fn assert_list_matches_disk(dir: &Path, env: &[(String, String)]) {
-    let l = list_json(env);
-    let mut named = Vec::new();
-    for r in l["runs"].as_array().unwrap() {
-        for a in r["artifacts"].as_array().unwrap() {
-            let f = a["file"].as_str().unwrap();
-            assert_eq!(a["present"].as_bool().unwrap(), dir.join(f).exists(), "{f}");
-            named.push(f.to_string());
-        }
-    }
-    let unmanaged: Vec<String> = l["unmanaged"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["file"].as_str().unwrap().to_string())
-        .collect();
-    for f in artifacts(dir) {
-        if f.ends_with(".index.jsonl") {
-            continue;
-        }
-        assert!(
-            named.contains(&f) || unmanaged.contains(&f),
-            "{f} is on disk but not listed"
-        );
-    }
-    let records = files(dir).iter().filter(|f| f.starts_with("run_")).count();
-    assert_eq!(l["totals"]["runs"].as_u64().unwrap() as usize, records);
-}
-
 #[test]
 fn prune_keeps_the_window_and_the_last_good_backup_and_removes_leftovers() {
     let c = cluster();

@@ -70,6 +70,7 @@ settings! {
     "minio.bucket", ["MINIO_BUCKET"], false, None, "bucket to back up, or a comma list";
     "minio.region", ["MINIO_REGION"], false, Some("us-east-1"), "region used to sign requests";
     "minio.prefix", ["MINIO_PREFIX"], false, None, "only back up keys under this prefix";
+    "minio.ca_file", ["MINIO_CA_FILE"], false, None, "PEM file of the CA that signed an https endpoint's certificate (in addition to the system roots)";
     "minio.concurrency", ["BACKUP_S3_CONCURRENCY"], false, Some("16"), "objects fetched or uploaded at once";
     "minio.data_dir", ["MINIO_DATA_DIR"], false, None, "volume mode: tar this directory instead of using the S3 API";
     "verify.min_db_bytes", ["BACKUP_MIN_DB_BYTES"], false, Some("1024"), "a database artifact must be larger than this (stored bytes)";
@@ -176,6 +177,7 @@ pub struct ObjectsConfig {
     pub buckets: Vec<String>,
     pub region: String,
     pub prefix: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub concurrency: usize,
     pub data_dir: Option<PathBuf>,
 }
@@ -560,6 +562,7 @@ fn build_objects(get: &dyn Fn(&str) -> Option<String>) -> Result<ObjectsConfig> 
         buckets,
         region: get("minio.region").unwrap_or_default(),
         prefix: get("minio.prefix").filter(|p| !p.is_empty()),
+        ca_file: get("minio.ca_file").map(PathBuf::from),
         concurrency,
         data_dir,
     };

@@ -101,7 +101,12 @@ pub fn garage() -> &'static S3Server {
 }
 
 pub fn moto() -> &'static S3Server {
-    MOTO.get_or_init(start_moto)
+    MOTO.get_or_init(|| start_moto(None))
+}
+
+/// A moto serving https with `cert`/`key` (a server of its own, not shared).
+pub fn moto_tls(cert: &Path, key: &Path) -> S3Server {
+    start_moto(Some((cert, key)))
 }
 
 fn start_garage() -> S3Server {
@@ -176,18 +181,24 @@ fn start_garage() -> S3Server {
     }
 }
 
-fn start_moto() -> S3Server {
+fn start_moto(tls: Option<(&Path, &Path)>) -> S3Server {
     let bin = find_binary("moto_server");
     let root = root_dir("moto");
     let port = free_port();
     let log = root.join("moto.log");
     let mut cmd = Command::new(bin);
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some((cert, key)) = tls {
+        cmd.arg("-s").arg("-c").arg(cert).arg("-k").arg(key);
+    }
     spawn_tied(cmd, &log);
     wait_port(port, "moto_server", &log);
     S3Server {
         name: "moto",
-        endpoint: format!("http://127.0.0.1:{port}"),
+        endpoint: format!(
+            "{}://127.0.0.1:{port}",
+            if tls.is_some() { "https" } else { "http" }
+        ),
         region: "us-east-1",
         access_key: "testing-access".into(),
         secret_key: "testing-secret-key".into(),
