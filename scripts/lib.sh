@@ -25,7 +25,7 @@ apt_install() {
 # PostgreSQL server + client (initdb, postgres, pg_dump, psql) and the tools the tests use to check
 # results independently (gzip, zstd, tar, sha256sum, mount).
 ensure_system_deps() {
-  apt_install ca-certificates gzip zstd tar coreutils util-linux mount time procps
+  apt_install ca-certificates curl openssl gzip zstd tar coreutils util-linux mount time procps
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt_install postgresql postgresql-client
   fi
@@ -121,4 +121,15 @@ CONF
   "${g[@]}" layout apply --version 1 >/dev/null
   "${g[@]}" key import --yes -n bench "$GARAGE_KEY_ID" "$GARAGE_SECRET" >/dev/null
   "${g[@]}" key allow --create-bucket "$GARAGE_KEY_ID" >/dev/null
+}
+
+# Alerting and metrics test services: a real SMTP server (aiosmtpd, PyPI), a real Pushgateway and
+# promtool (Debian's prometheus-pushgateway and prometheus packages). The packages' own services are
+# not used: the tests start their own on free ports.
+ensure_notify_services() {
+  python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "aiosmtpd>=1.4"
+  apt_install prometheus-pushgateway prometheus
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl stop prometheus prometheus-pushgateway >/dev/null 2>&1 || true
+  fi
 }

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ensure_rust
 ensure_system_deps
 ensure_s3_servers
+ensure_notify_services
 
 log "cargo fmt --check"
 cargo fmt --check

@@ -70,6 +70,15 @@ enum Command {
     },
     /// Print the effective configuration (secrets redacted) and where each value came from.
     Config,
+    /// Run backups on BACKUP_SCHEDULE, serve /metrics and /healthz, alert on failures.
+    Daemon {
+        /// Also run one backup right away.
+        #[arg(long)]
+        run_now: bool,
+    },
+    /// Alert channels.
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Restore a backup.
     #[command(subcommand)]
     Restore(RestoreCommand),
@@ -98,6 +107,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AlertCommand {
+    /// Send a test message to every configured channel and report each result.
+    Test,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -268,6 +283,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run { .. } => cmd_run(&cfg).await,
         Command::Verify { target, all } => cmd_verify(&cfg, target.as_deref(), *all).await,
         Command::Config => cmd_config(&cfg),
+        Command::Daemon { run_now } => cmd_daemon(cfg.clone(), *run_now).await,
+        Command::Alert(AlertCommand::Test) => cmd_alert_test(&cfg).await,
         Command::Restore(r) => cmd_restore(&cfg, r).await,
         Command::List { json } => cmd_list(&cfg, *json),
         Command::Status { json, check } => cmd_status(&cfg, *json, *check),
@@ -315,6 +332,12 @@ async fn cmd_run(cfg: &Config) -> Result<i32, Error> {
         let _ = writeln!(out, "  warning: {w}");
     }
     drop(out);
+    let n = stackback::notify::after_run(cfg, r, &Default::default()).await;
+    for c in n.channels.iter().chain(&n.heartbeat).chain(&n.pushgateway) {
+        if !c.ok {
+            eprintln!("warning: {} failed: {}", c.channel, c.detail);
+        }
+    }
     if let Some(e) = &report.error {
         eprintln!(
             "error: run {} failed at step {}: {}",
@@ -758,4 +781,58 @@ fn cmd_prune(
         human_bytes(r.freed_bytes)
     );
     Ok(exit::OK)
+}
+
+async fn cmd_daemon(cfg: Config, run_now: bool) -> Result<i32, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::Step {
+        what: "installing the SIGTERM handler".into(),
+        detail: e.to_string(),
+    })?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::Step {
+        what: "installing the SIGINT handler".into(),
+        detail: e.to_string(),
+    })?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing up"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing up"),
+        }
+        let _ = tx.send(true);
+    });
+    stackback::ops::daemon::daemon(cfg, run_now, rx).await?;
+    Ok(exit::OK)
+}
+
+async fn cmd_alert_test(cfg: &Config) -> Result<i32, Error> {
+    let ev = stackback::notify::Event::test(cfg);
+    let mut results = stackback::notify::send(cfg, &ev).await;
+    if let Some(url) = &cfg.notify.heartbeat_url {
+        let r = stackback::notify::webhook::ping(url.expose()).await;
+        results.push(stackback::notify::ChannelResult {
+            channel: "heartbeat".into(),
+            ok: r.is_ok(),
+            detail: cfg.redactor().redact(&r.unwrap_or_else(|e| e)),
+        });
+    }
+    if results.is_empty() {
+        return Err(Error::config(
+            "alert.webhook_url",
+            "no alert channel is configured: set BACKUP_ALERT_WEBHOOK_URL and/or BACKUP_ALERT_EMAIL (with SMTP_HOST)",
+        ));
+    }
+    for r in &results {
+        println!(
+            "{:<9} {}: {}",
+            r.channel,
+            if r.ok { "ok" } else { "FAILED" },
+            r.detail
+        );
+    }
+    Ok(if results.iter().all(|r| r.ok) {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }

@@ -20,10 +20,13 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod notify;
 pub mod ops;
 pub mod pipeline;
 pub mod retention;
 pub mod s3;
+pub mod schedule;
+pub mod server;
 pub mod sink;
 pub mod source;
 

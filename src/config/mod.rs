@@ -73,6 +73,22 @@ settings! {
     "minio.ca_file", ["MINIO_CA_FILE"], false, None, "PEM file of the CA that signed an https endpoint's certificate (in addition to the system roots)";
     "minio.concurrency", ["BACKUP_S3_CONCURRENCY"], false, Some("16"), "objects fetched or uploaded at once";
     "minio.data_dir", ["MINIO_DATA_DIR"], false, None, "volume mode: tar this directory instead of using the S3 API";
+    "schedule.cron", ["BACKUP_SCHEDULE"], false, Some("0 2 * * *"), "when the daemon runs backups: 5-field cron, @daily, @hourly... (in TZ)";
+    "schedule.timeout", ["BACKUP_TIMEOUT"], false, Some("6h"), "a run taking longer is aborted, cleaned up and alerted";
+    "schedule.stop_grace", ["BACKUP_STOP_GRACE"], false, Some("60s"), "on SIGTERM, how long a running backup may take to finish before it is aborted";
+    "alert.webhook_url", ["BACKUP_ALERT_WEBHOOK_URL"], true, None, "POST failure alerts here (Slack, Discord or any JSON receiver)";
+    "alert.webhook_format", ["BACKUP_ALERT_WEBHOOK_FORMAT"], false, Some("auto"), "auto (Discord URLs get discord, others slack) | slack | discord | generic";
+    "alert.email", ["BACKUP_ALERT_EMAIL"], false, None, "send failure alerts to these addresses (comma list) through SMTP_*";
+    "alert.on", ["BACKUP_ALERT_ON"], false, Some("failure"), "failure | always | change (also \"recovered\" after a failure)";
+    "alert.heartbeat_url", ["BACKUP_HEARTBEAT_URL"], true, None, "pinged after every good run, <url>/fail after a failed one (Healthchecks style)";
+    "smtp.host", ["SMTP_HOST"], false, None, "SMTP server for alert emails";
+    "smtp.port", ["SMTP_PORT"], false, None, "default 587 (starttls), 465 (tls), 25 (none)";
+    "smtp.user", ["SMTP_USER"], false, None, "SMTP login";
+    "smtp.password", ["SMTP_PASSWORD"], true, None, "SMTP password";
+    "smtp.from", ["SMTP_FROM"], false, None, "sender address (default stackback@<host name>)";
+    "smtp.tls", ["SMTP_TLS"], false, Some("starttls"), "starttls | tls | none";
+    "metrics.pushgateway_url", ["BACKUP_PUSHGATEWAY_URL"], false, None, "push metrics to this Prometheus Pushgateway after every run";
+    "metrics.http_addr", ["BACKUP_HTTP_ADDR"], false, Some("127.0.0.1:9187"), "the daemon's /metrics and /healthz address (containers: 0.0.0.0:9187)";
     "verify.min_db_bytes", ["BACKUP_MIN_DB_BYTES"], false, Some("1024"), "a database artifact must be larger than this (stored bytes)";
     "verify.min_objects_bytes", ["BACKUP_MIN_OBJECTS_BYTES"], false, Some("512"), "a bucket artifact must be larger than this (stored bytes)";
 }
@@ -200,12 +216,68 @@ impl ObjectsConfig {
     }
 }
 
+/// Which runs produce alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertOn {
+    Failure,
+    Always,
+    Change,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    Auto,
+    Slack,
+    Discord,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: Option<String>,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub tls: SmtpTls,
+}
+
+/// Alerts, heartbeat and metrics.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub webhook_url: Option<Secret>,
+    pub webhook_format: WebhookFormat,
+    pub emails: Vec<String>,
+    pub on: AlertOn,
+    pub heartbeat_url: Option<Secret>,
+    pub smtp: SmtpConfig,
+    pub pushgateway_url: Option<String>,
+}
+
+/// The daemon: schedule, limits, HTTP address.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub schedule: crate::schedule::Schedule,
+    pub timeout: std::time::Duration,
+    pub stop_grace: std::time::Duration,
+    pub http_addr: std::net::SocketAddr,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub postgres: PostgresConfig,
     pub backup: BackupConfig,
     pub objects: ObjectsConfig,
+    pub notify: NotifyConfig,
+    pub daemon: DaemonConfig,
     /// Every setting with its value and source, for `stackback config`.
     pub resolved: Vec<Resolved>,
 }
@@ -353,7 +425,7 @@ fn read_toml(path: &Path) -> Result<Vec<(&'static str, String)>> {
             return Err(Error::config(
                 section.as_str(),
                 format!(
-                    "expected a [{section}] table in {}; known sections: postgres, backup, minio, verify",
+                    "expected a [{section}] table in {}; known sections: postgres, backup, minio, schedule, alert, smtp, metrics, verify",
                     path.display()
                 ),
             ));
@@ -481,9 +553,28 @@ fn build(resolved: Vec<Resolved>) -> Result<Config> {
     };
 
     let objects = build_objects(&get)?;
+    let schedule = crate::schedule::Schedule::parse(&req("schedule.cron"), timezone)
+        .map_err(|e| Error::config("schedule.cron", e))?;
+    let daemon = DaemonConfig {
+        schedule,
+        timeout: duration("schedule.timeout")?,
+        stop_grace: duration("schedule.stop_grace")?,
+        http_addr: req("metrics.http_addr").parse().map_err(|_| {
+            Error::config(
+                "metrics.http_addr",
+                format!(
+                    "expected HOST:PORT such as 127.0.0.1:9187, got {:?}",
+                    req("metrics.http_addr")
+                ),
+            )
+        })?,
+    };
+    let notify = build_notify(&get)?;
 
     Ok(Config {
         objects,
+        notify,
+        daemon,
         postgres: PostgresConfig {
             host,
             port,
@@ -517,6 +608,119 @@ fn build(resolved: Vec<Resolved>) -> Result<Config> {
             min_objects_bytes: bytes("verify.min_objects_bytes")?,
         },
         resolved,
+    })
+}
+
+fn build_notify(get: &dyn Fn(&str) -> Option<String>) -> Result<NotifyConfig> {
+    let webhook_format = match get("alert.webhook_format")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "auto" | "" => WebhookFormat::Auto,
+        "slack" => WebhookFormat::Slack,
+        "discord" => WebhookFormat::Discord,
+        "generic" | "json" => WebhookFormat::Generic,
+        other => {
+            return Err(Error::config(
+                "alert.webhook_format",
+                format!("unknown format {other:?}; use auto, slack, discord or generic"),
+            ))
+        }
+    };
+    let on = match get("alert.on")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "failure" | "" => AlertOn::Failure,
+        "always" => AlertOn::Always,
+        "change" => AlertOn::Change,
+        other => {
+            return Err(Error::config(
+                "alert.on",
+                format!("unknown value {other:?}; use failure, always or change"),
+            ))
+        }
+    };
+    let tls = match get("smtp.tls")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "starttls" | "" => SmtpTls::Starttls,
+        "tls" | "ssl" => SmtpTls::Tls,
+        "none" | "off" => SmtpTls::None,
+        other => {
+            return Err(Error::config(
+                "smtp.tls",
+                format!("unknown value {other:?}; use starttls, tls or none"),
+            ))
+        }
+    };
+    let port = match get("smtp.port") {
+        Some(p) => p.parse().map_err(|_| {
+            Error::config("smtp.port", format!("expected a port number, got {p:?}"))
+        })?,
+        None => match tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        },
+    };
+    let emails: Vec<String> = get("alert.email")
+        .map(|e| {
+            e.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in &emails {
+        if !e.contains('@') {
+            return Err(Error::config(
+                "alert.email",
+                format!("{e:?} is not an email address"),
+            ));
+        }
+    }
+    let host = get("smtp.host");
+    if !emails.is_empty() && host.is_none() {
+        return Err(Error::config(
+            "smtp.host",
+            "BACKUP_ALERT_EMAIL is set but SMTP_HOST is not: email alerts need an SMTP server",
+        ));
+    }
+    for key in [
+        "alert.webhook_url",
+        "alert.heartbeat_url",
+        "metrics.pushgateway_url",
+    ] {
+        if let Some(u) = get(key) {
+            let parsed = url::Url::parse(&u)
+                .ok()
+                .filter(|u| u.scheme() == "http" || u.scheme() == "https");
+            if parsed.is_none() {
+                return Err(Error::config(key, "expected an http:// or https:// URL"));
+            }
+        }
+    }
+    Ok(NotifyConfig {
+        webhook_url: get("alert.webhook_url").map(Secret::new),
+        webhook_format,
+        emails,
+        on,
+        heartbeat_url: get("alert.heartbeat_url").map(Secret::new),
+        smtp: SmtpConfig {
+            host,
+            port,
+            user: get("smtp.user"),
+            password: get("smtp.password").map(Secret::new),
+            from: get("smtp.from")
+                .unwrap_or_else(|| format!("stackback@{}", crate::catalog::host_name())),
+            tls,
+        },
+        pushgateway_url: get("metrics.pushgateway_url"),
     })
 }
 

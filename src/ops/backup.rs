@@ -44,6 +44,15 @@ const FREE_MARGIN: u64 = 64 << 20;
 /// Only when no run could be started (directory cannot be created, locked by another run, run
 /// record cannot be written). Everything later is reported in [`RunReport`] and its record.
 pub async fn run(cfg: &Config) -> Result<RunReport> {
+    run_until(cfg, std::future::pending()).await
+}
+
+/// Like [`run`], but aborts the run cleanly when `stop` completes first (a timeout, a shutdown):
+/// children are killed, temp files removed, and the record says failed with `stop`'s reason.
+pub async fn run_until(
+    cfg: &Config,
+    stop: impl std::future::Future<Output = String>,
+) -> Result<RunReport> {
     cfg.objects.check_for_backup()?;
     let dir = BackupDir::create(&cfg.backup.dir)?;
     let _lock = dir.lock()?;
@@ -61,7 +70,10 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
         rec: &mut rec,
         step: "preflight".into(),
     };
-    let result = ctx.steps().await;
+    let result = tokio::select! {
+        r = ctx.steps() => r,
+        reason = stop => Err(Error::Step { what: "backup run".into(), detail: reason }),
+    };
     let step = std::mem::take(&mut ctx.step);
 
     let error = match result {
@@ -80,13 +92,22 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
                 RunStatus::Failed
             };
             if rec.status == RunStatus::Failed {
-                for a in &rec.artifacts {
-                    dir.remove(&a.file)?;
-                    if let Some(i) = &a.index_file {
-                        dir.remove(i)?;
-                    }
-                }
                 rec.artifacts.clear();
+            }
+            // Whatever this run wrote that its record does not list cannot pass for a backup:
+            // an artifact cut off by an abort between commit and verification, say.
+            let keep: std::collections::HashSet<&str> = rec
+                .artifacts
+                .iter()
+                .flat_map(|a| std::iter::once(a.file.as_str()).chain(a.index_file.as_deref()))
+                .collect();
+            for name in dir.file_names()? {
+                if !name.starts_with("run_")
+                    && !keep.contains(name.as_str())
+                    && RunId::from_artifact_name(&name).as_ref() == Some(&run_id)
+                {
+                    dir.remove(&name)?;
+                }
             }
             let mut text = redactor.redact(&e.to_string());
             if let Some(h) = e.hint() {
@@ -101,6 +122,9 @@ pub async fn run(cfg: &Config) -> Result<RunReport> {
     rec.finished_at = Some(Utc::now());
     catalog.write(&rec)?;
     dir.sync()?;
+    if let Err(e) = crate::notify::metrics::RunCounters::bump(&dir, rec.status) {
+        warn!(error = %e, "cannot update the run counters");
+    }
     if rec.status == RunStatus::Ok {
         // Only now, with a fresh backup verified and recorded, may old ones go.
         let opts = crate::ops::prune::PruneOptions {
@@ -214,7 +238,8 @@ impl RunCtx<'_> {
             .unwrap_or(0);
         if previous > 0 && free < previous + FREE_MARGIN {
             let msg = format!(
-                "only {} free in {}; the last backup took {}",
+                "{} only {} free in {}; the last backup took {}",
+                crate::notify::LOW_SPACE,
                 human_bytes(free),
                 self.dir.path().display(),
                 human_bytes(previous)

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod daemon;
 pub mod list;
 pub mod prune;
 pub mod restore;

@@ -625,4 +625,5 @@ pub fn assert_list_matches_disk(dir: &Path, env: &[(String, String)]) {
     assert_eq!(l["totals"]["runs"].as_u64().unwrap() as usize, records);
 }
 
+pub mod notify;
 pub mod s3;

@@ -24,7 +24,7 @@ static GARAGE: OnceLock<S3Server> = OnceLock::new();
 static MOTO: OnceLock<S3Server> = OnceLock::new();
 
 /// Spawns a server that dies with the test process.
-fn spawn_tied(mut cmd: Command, log: &Path) {
+pub fn spawn_tied(mut cmd: Command, log: &Path) {
     let f = std::fs::File::create(log).unwrap();
     cmd.stdin(Stdio::null())
         .stdout(f.try_clone().unwrap())
@@ -54,7 +54,7 @@ fn spawn_tied(mut cmd: Command, log: &Path) {
         .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", log));
 }
 
-fn wait_port(port: u16, what: &str, log: &Path) {
+pub fn wait_port(port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -67,7 +67,7 @@ fn wait_port(port: u16, what: &str, log: &Path) {
     }
 }
 
-fn root_dir(name: &str) -> PathBuf {
+pub fn root_dir(name: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

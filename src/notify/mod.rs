@@ -1,0 +1,265 @@
+//! Telling humans and monitoring: alerts (webhook, email), the dead-man's heartbeat, and metrics.
+//!
+//! After every run, daemon or manual, [`after_run`] derives the events the run deserves
+//! ([`events_for`], pure), sends each to every configured channel with timeouts and retries,
+//! pings the heartbeat, and pushes metrics to the Pushgateway. A failing channel is logged and
+//! reported, never turned into a failure of the backup itself.
+
+pub mod email;
+pub mod metrics;
+pub mod webhook;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::catalog::{RunRecord, RunStatus};
+use crate::config::{AlertOn, Config};
+
+/// Prefix of a run warning about free space (so alerts can tell it from pg_dump's chatter).
+pub const LOW_SPACE: &str = "low free space:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Failure,
+    Warning,
+    Recovered,
+    Success,
+    Test,
+}
+
+/// Something a human should hear about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub run_id: Option<String>,
+    pub host: String,
+    pub status: Option<String>,
+    pub failed_step: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub backup_dir: String,
+}
+
+impl Event {
+    pub fn test(cfg: &Config) -> Event {
+        Event {
+            event: EventKind::Test,
+            run_id: None,
+            host: crate::catalog::host_name(),
+            status: None,
+            failed_step: None,
+            error: None,
+            started_at: None,
+            finished_at: Some(Utc::now()),
+            backup_dir: cfg.backup.dir.display().to_string(),
+        }
+    }
+
+    /// One line, for chat titles and email subjects.
+    pub fn title(&self) -> String {
+        let run = self.run_id.as_deref().unwrap_or("-");
+        match self.event {
+            EventKind::Failure => format!(
+                "stackback: backup {} on {} (run {run}, step {})",
+                if self.status.as_deref() == Some("partial") {
+                    "PARTIALLY FAILED"
+                } else {
+                    "FAILED"
+                },
+                self.host,
+                self.failed_step.as_deref().unwrap_or("?")
+            ),
+            EventKind::Warning => format!("stackback: backup warning on {} (run {run})", self.host),
+            EventKind::Recovered => {
+                format!("stackback: backups recovered on {} (run {run})", self.host)
+            }
+            EventKind::Success => format!("stackback: backup ok on {} (run {run})", self.host),
+            EventKind::Test => format!("stackback: test alert from {}", self.host),
+        }
+    }
+
+    /// The whole message: what failed, the error, and the first command to investigate.
+    pub fn text(&self) -> String {
+        let mut t = self.title();
+        if let Some(e) = &self.error {
+            t.push_str(&format!("\nError: {e}"));
+        }
+        if let (Some(s), Some(f)) = (self.started_at, self.finished_at) {
+            t.push_str(&format!(
+                "\nRun: {} to {} UTC",
+                s.format("%Y-%m-%d %H:%M:%S"),
+                f.format("%H:%M:%S")
+            ));
+        }
+        t.push_str(&format!("\nBackup directory: {}", self.backup_dir));
+        match self.event {
+            EventKind::Failure | EventKind::Warning => t.push_str(&format!(
+                "\nInvestigate: stackback status; stackback list; the log of the run ({}).",
+                self.run_id
+                    .as_deref()
+                    .map(|r| format!("run_{r}.json in the backup directory"))
+                    .unwrap_or_else(|| "journalctl -u stackback or docker logs".into())
+            )),
+            EventKind::Test => t.push_str("\nThis is a test message: the channel works."),
+            _ => {}
+        }
+        t
+    }
+}
+
+/// The events a finished run deserves under the alert policy.
+pub fn events_for(cfg: &Config, rec: &RunRecord, previous: Option<&RunRecord>) -> Vec<Event> {
+    let base = |event: EventKind, error: Option<String>| Event {
+        event,
+        run_id: Some(rec.run_id.to_string()),
+        host: rec.host.clone(),
+        status: Some(rec.status.to_string()),
+        failed_step: rec.failed_step.clone(),
+        error,
+        started_at: Some(rec.started_at),
+        finished_at: rec.finished_at,
+        backup_dir: cfg.backup.dir.display().to_string(),
+    };
+    let mut out = Vec::new();
+    if rec.status != RunStatus::Ok {
+        out.push(base(EventKind::Failure, rec.error.clone()));
+        return out;
+    }
+    let mut warnings: Vec<String> = rec
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with(LOW_SPACE))
+        .cloned()
+        .collect();
+    if let Some(e) = rec.prune.as_ref().and_then(|p| p.error.clone()) {
+        warnings.push(format!("pruning old backups failed: {e}"));
+    }
+    if !warnings.is_empty() {
+        out.push(base(EventKind::Warning, Some(warnings.join("; "))));
+    }
+    let was_bad = previous.is_some_and(|p| p.status != RunStatus::Ok);
+    match cfg.notify.on {
+        AlertOn::Always => out.push(base(EventKind::Success, None)),
+        AlertOn::Change if was_bad => out.push(base(EventKind::Recovered, None)),
+        _ => {}
+    }
+    out
+}
+
+/// How one channel did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelResult {
+    pub channel: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Sends an event to every configured channel.
+pub async fn send(cfg: &Config, ev: &Event) -> Vec<ChannelResult> {
+    let mut out = Vec::new();
+    if let Some(url) = &cfg.notify.webhook_url {
+        let r = retry(|| webhook::post(url.expose(), cfg.notify.webhook_format, ev)).await;
+        out.push(result("webhook", r, cfg));
+    }
+    if !cfg.notify.emails.is_empty() {
+        let r = retry(|| email::send(&cfg.notify.smtp, &cfg.notify.emails, ev)).await;
+        out.push(result("email", r, cfg));
+    }
+    out
+}
+
+fn result(channel: &str, r: Result<String, String>, cfg: &Config) -> ChannelResult {
+    let redactor = cfg.redactor();
+    match r {
+        Ok(d) => ChannelResult {
+            channel: channel.into(),
+            ok: true,
+            detail: d,
+        },
+        Err(e) => {
+            let e = redactor.redact(&e);
+            tracing::warn!(channel, error = %e, "alert channel failed");
+            ChannelResult {
+                channel: channel.into(),
+                ok: false,
+                detail: e,
+            }
+        }
+    }
+}
+
+/// Three attempts, 1 s then 2 s apart.
+async fn retry<F, Fut>(mut f: F) -> Result<String, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        }
+        match f().await {
+            Ok(d) => return Ok(d),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("{last} (after 3 attempts)"))
+}
+
+/// What happened after a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NotifyReport {
+    pub events: Vec<EventKind>,
+    pub channels: Vec<ChannelResult>,
+    pub heartbeat: Option<ChannelResult>,
+    pub pushgateway: Option<ChannelResult>,
+}
+
+/// Alerts, heartbeat and metrics push for a finished run. Never fails.
+pub async fn after_run(
+    cfg: &Config,
+    rec: &RunRecord,
+    extra: &metrics::DaemonCounters,
+) -> NotifyReport {
+    let mut report = NotifyReport::default();
+    let previous = crate::sink::local::BackupDir::open(&cfg.backup.dir)
+        .ok()
+        .and_then(|d| crate::catalog::Catalog::new(d).records().ok())
+        .and_then(|rs| rs.into_iter().rfind(|r| r.run_id < rec.run_id));
+    for ev in events_for(cfg, rec, previous.as_ref()) {
+        report.events.push(ev.event);
+        report.channels.extend(send(cfg, &ev).await);
+    }
+    if let Some(url) = &cfg.notify.heartbeat_url {
+        let target = if rec.status == RunStatus::Ok {
+            url.expose().to_string()
+        } else {
+            format!("{}/fail", url.expose().trim_end_matches('/'))
+        };
+        let r = retry(|| webhook::ping(&target)).await;
+        report.heartbeat = Some(result("heartbeat", r, cfg));
+    }
+    if let Some(url) = &cfg.notify.pushgateway_url {
+        let r = match metrics::render(cfg, extra) {
+            Ok(text) => retry(|| metrics::push(url, &text)).await,
+            Err(e) => Err(e.to_string()),
+        };
+        report.pushgateway = Some(result("pushgateway", r, cfg));
+    }
+    report
+}
+
+/// An HTTP client with a timeout: no channel may hang a run.
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("stackback/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a client with a timeout always builds")
+}
