@@ -506,11 +506,17 @@ pub fn mode(p: &Path) -> u32 {
 pub struct TableLock<'a> {
     cluster: &'a Cluster,
     child: std::process::Child,
+    /// Unique per lock, so dropping one never ends another test's blocking session.
+    app: String,
 }
 
 impl<'a> TableLock<'a> {
     pub fn hold(cluster: &'a Cluster, db: &str, table: &str) -> TableLock<'a> {
         use std::io::Write;
+        let app = format!(
+            "stackback-test-blocker-{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let mut child = Command::new(cluster.bin.join("psql"))
             .args([
                 "-X",
@@ -525,7 +531,7 @@ impl<'a> TableLock<'a> {
                 db,
             ])
             .env("PGPASSWORD", PASSWORD)
-            .env("PGAPPNAME", "stackback-test-blocker")
+            .env("PGAPPNAME", &app)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -542,7 +548,7 @@ impl<'a> TableLock<'a> {
             let held = cluster
                 .psql(
                     "postgres",
-                    &format!("select count(*) from pg_locks l join pg_stat_activity a using (pid) where a.application_name = 'stackback-test-blocker' and a.datname = '{db}' and l.mode = 'AccessExclusiveLock' and l.granted"),
+                    &format!("select count(*) from pg_locks l join pg_stat_activity a using (pid) where a.application_name = '{app}' and a.datname = '{db}' and l.mode = 'AccessExclusiveLock' and l.granted"),
                 )
                 .unwrap();
             if held != "0" {
@@ -554,7 +560,11 @@ impl<'a> TableLock<'a> {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        TableLock { cluster, child }
+        TableLock {
+            cluster,
+            child,
+            app,
+        }
     }
 
     /// Waits until some other session of `db` waits for a lock (pg_dump is then mid-dump).
@@ -581,7 +591,7 @@ impl Drop for TableLock<'_> {
     fn drop(&mut self) {
         let _ = self.cluster.psql(
             "postgres",
-            "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'stackback-test-blocker'",
+            &format!("select pg_terminate_backend(pid) from pg_stat_activity where application_name = '{}'", self.app),
         );
         let _ = self.child.kill();
         let _ = self.child.wait();
