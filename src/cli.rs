@@ -678,12 +678,13 @@ fn cmd_list(cfg: &Config, json: bool) -> Result<i32, Error> {
 
 fn cmd_status(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
     let dir = stackback::sink::local::BackupDir::open(&cfg.backup.dir)?;
+    let now = chrono::Utc::now();
     let s = stackback::ops::list::status(
         &dir,
-        chrono::Utc::now(),
+        now,
         cfg.backup.max_age,
         cfg.backup.free_warn_bytes,
-        None,
+        cfg.daemon.schedule.next_after(now),
     )?;
     if json {
         print_json(&s);
