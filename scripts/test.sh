@@ -9,6 +9,7 @@ ensure_rust
 ensure_system_deps
 ensure_s3_servers
 ensure_notify_services
+ensure_deploy_tools
 
 log "cargo fmt --check"
 cargo fmt --check

@@ -20,6 +20,7 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod install;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;

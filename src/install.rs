@@ -1,0 +1,237 @@
+//! Installing stackback as a scheduled job: a systemd service + timer, or a cron.d file, with the
+//! real binary and working-directory paths filled in (the seed asked operators to hand-edit them).
+//!
+//! Everything here is pure text generation; [`write_files`] is the one place that touches disk.
+//! The cron → `OnCalendar=` translation refuses what systemd cannot express (cron's "day of month
+//! OR day of week" when both are restricted) instead of guessing.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const DOW: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+fn dow_name(s: &str) -> std::result::Result<String, String> {
+    if let Ok(n) = s.parse::<usize>() {
+        return DOW
+            .get(n)
+            .map(|d| d.to_string())
+            .ok_or(format!("day of week {s} is out of range"));
+    }
+    let lower = s.to_ascii_lowercase();
+    DOW.iter()
+        .find(|d| d.to_ascii_lowercase() == lower)
+        .map(|d| d.to_string())
+        .ok_or(format!("unknown day of week {s:?}"))
+}
+
+/// One cron field as a systemd calendar component. `step_base` is where `*/n` starts.
+fn field(f: &str, step_base: &str, name: &str) -> std::result::Result<String, String> {
+    if f == "*" {
+        return Ok("*".into());
+    }
+    f.split(',')
+        .map(|part| {
+            if let Some(step) = part.strip_prefix("*/") {
+                return Ok(format!("{step_base}/{step}"));
+            }
+            if part.contains('/') {
+                return Err(format!("the {name} field {f:?} uses a stepped range, which systemd calendars cannot express"));
+            }
+            if !part.chars().all(|c| c.is_ascii_digit() || c == '-') {
+                return Err(format!("the {name} field {f:?} is not supported"));
+            }
+            Ok(part.replacen('-', "..", 1))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map(|v| v.join(","))
+}
+
+fn two(f: &str) -> String {
+    // `2` and `02` mean the same to systemd; keep plain numbers zero-padded for readability.
+    if f.len() == 1 && f.chars().all(|c| c.is_ascii_digit()) {
+        format!("0{f}")
+    } else {
+        f.to_string()
+    }
+}
+
+/// Translates a cron schedule into a systemd `OnCalendar=` expression.
+///
+/// # Errors
+/// Schedules systemd cannot express, with the reason.
+pub fn on_calendar(expr: &str) -> std::result::Result<String, String> {
+    let e = expr.trim();
+    match e {
+        "@hourly" => return Ok("hourly".into()),
+        "@daily" | "@midnight" => return Ok("daily".into()),
+        "@weekly" => return Ok("Sun *-*-* 00:00:00".into()),
+        "@monthly" => return Ok("monthly".into()),
+        "@yearly" | "@annually" => return Ok("yearly".into()),
+        _ => {}
+    }
+    let f: Vec<&str> = e.split_whitespace().collect();
+    let (sec, rest) = match f.len() {
+        5 => ("00", &f[..]),
+        6 => (f[0], &f[1..]),
+        _ => return Err(format!("{expr:?} is not a 5-field cron schedule")),
+    };
+    let (min, hour, dom, mon, dow) = (rest[0], rest[1], rest[2], rest[3], rest[4]);
+    if dom != "*" && dow != "*" {
+        return Err(format!(
+            "{expr:?} restricts both the day of month and the day of week; cron runs when EITHER matches, systemd only when BOTH do. Use two schedules, or `stackback install cron`"
+        ));
+    }
+    let dow_part = if dow == "*" {
+        String::new()
+    } else {
+        let days = dow
+            .split(',')
+            .map(|p| match p.split_once('-') {
+                Some((a, b)) => Ok(format!("{}..{}", dow_name(a)?, dow_name(b)?)),
+                None if p.contains('/') => Err(format!(
+                    "the day-of-week field {dow:?} uses a step, which systemd cannot express"
+                )),
+                None => dow_name(p),
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        format!("{} ", days.join(","))
+    };
+    Ok(format!(
+        "{dow_part}*-{}-{} {}:{}:{}",
+        field(mon, "1", "month")?,
+        field(dom, "1", "day-of-month")?,
+        two(&field(hour, "0", "hour")?),
+        two(&field(min, "0", "minute")?),
+        two(&field(sec, "0", "second")?)
+    ))
+}
+
+/// Where and how to install.
+#[derive(Debug, Clone)]
+pub struct InstallSpec {
+    pub binary: PathBuf,
+    pub working_dir: PathBuf,
+    pub backup_dir: PathBuf,
+    pub env_file: PathBuf,
+    pub schedule: String,
+    pub user_mode: bool,
+    pub randomized_delay: String,
+}
+
+/// A file to write: path (under the install root) and content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOut {
+    pub path: PathBuf,
+    pub content: String,
+    pub mode: u32,
+}
+
+/// `stackback.service` and `stackback.timer`.
+pub fn systemd_units(s: &InstallSpec) -> std::result::Result<(String, String), String> {
+    let cal = on_calendar(&s.schedule)?;
+    let hardening = if s.user_mode {
+        "NoNewPrivileges=yes\n".to_string()
+    } else {
+        format!(
+            "NoNewPrivileges=yes\nProtectSystem=strict\nProtectHome=read-only\nReadWritePaths={}\nPrivateTmp=yes\n\
+             PrivateDevices=yes\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
+             RestrictSUIDSGID=yes\nLockPersonality=yes\nUMask=0077\n",
+            s.backup_dir.display()
+        )
+    };
+    let service = format!(
+        "# Generated by `stackback install systemd`.\n[Unit]\nDescription=stackback backup run (PostgreSQL and buckets)\n\
+         Wants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nType=oneshot\nEnvironmentFile=-{env}\nWorkingDirectory={wd}\nExecStart={bin} run\n{hardening}",
+        env = s.env_file.display(),
+        wd = s.working_dir.display(),
+        bin = s.binary.display(),
+    );
+    let timer = format!(
+        "# Generated by `stackback install systemd` from BACKUP_SCHEDULE={sched:?}.\n[Unit]\n\
+         Description=stackback backups on schedule ({sched})\n\n[Timer]\nOnCalendar={cal}\nPersistent=true\n\
+         RandomizedDelaySec={delay}\nUnit=stackback.service\n\n[Install]\nWantedBy=timers.target\n",
+        sched = s.schedule,
+        delay = s.randomized_delay,
+    );
+    Ok((service, timer))
+}
+
+/// The `/etc/cron.d/stackback` file.
+pub fn cron_file(s: &InstallSpec, log: &Path) -> std::result::Result<String, String> {
+    let sched = s.schedule.trim();
+    if sched.split_whitespace().count() == 6 {
+        return Err(format!(
+            "{sched:?} has a seconds field, which cron does not support"
+        ));
+    }
+    crate::schedule::Schedule::parse(sched, chrono_tz::UTC)?;
+    Ok(format!(
+        "# Generated by `stackback install cron`. cron uses the system time zone.\nSHELL=/bin/sh\n\
+         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         {sched} root cd {wd} && set -a && [ -r {env} ] && . {env}; set +a; exec {bin} run >> {log} 2>&1\n",
+        wd = s.working_dir.display(),
+        env = s.env_file.display(),
+        bin = s.binary.display(),
+        log = log.display(),
+    ))
+}
+
+/// Writes files under `root` (`/` normally), creating directories; refuses to overwrite an
+/// existing env file, which holds the operator's settings.
+pub fn write_files(root: &Path, files: &[FileOut]) -> Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut written = Vec::new();
+    for f in files {
+        let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        }
+        if f.mode == 0o600 && path.exists() {
+            continue;
+        }
+        let tmp = path.with_extension("stackback-tmp");
+        std::fs::write(&tmp, &f.content).map_err(|e| Error::io("cannot write", &tmp, e))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(f.mode))
+            .map_err(|e| Error::io("cannot set permissions on", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot write", &path, e))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_to_on_calendar() {
+        let table = [
+            ("0 2 * * *", "*-*-* 02:00:00"),
+            ("30 1 * * *", "*-*-* 01:30:00"),
+            ("0 */6 * * *", "*-*-* 0/6:00:00"),
+            ("*/15 * * * *", "*-*-* *:0/15:00"),
+            ("0 0 * * 0", "Sun *-*-* 00:00:00"),
+            ("0 3 * * 1-5", "Mon..Fri *-*-* 03:00:00"),
+            ("0 3 * * mon,wed", "Mon,Wed *-*-* 03:00:00"),
+            ("0 4 1 * *", "*-*-1 04:00:00"),
+            ("0 4 1,15 1-6 *", "*-1..6-1,15 04:00:00"),
+            ("@daily", "daily"),
+            ("@weekly", "Sun *-*-* 00:00:00"),
+            ("*/5 * * * * *", "*-*-* *:*:0/5"),
+        ];
+        for (cron, want) in table {
+            assert_eq!(on_calendar(cron).unwrap(), want, "{cron}");
+        }
+    }
+
+    #[test]
+    fn what_systemd_cannot_express_is_refused() {
+        let e = on_calendar("0 2 1 * 1").unwrap_err();
+        assert!(e.contains("EITHER"), "{e}");
+        assert!(on_calendar("0 1-10/2 * * *").is_err());
+        assert!(on_calendar("0 2 * *").is_err());
+    }
+}
