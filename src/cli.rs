@@ -339,7 +339,7 @@ async fn dispatch(cli: Cli) -> i32 {
     };
     let redactor = cfg.redactor();
     let result = match &cli.command {
-        Command::Run { .. } => cmd_run(&cfg).await,
+        Command::Run { .. } => cmd_run(&cfg, matches!(cli.log_format, LogFormat::Json)).await,
         Command::Verify { target, all } => cmd_verify(&cfg, target.as_deref(), *all).await,
         Command::Config => cmd_config(&cfg),
         Command::Daemon { run_now } => cmd_daemon(cfg.clone(), *run_now).await,
@@ -369,8 +369,59 @@ fn report_error(e: &Error, redactor: &Redactor) -> i32 {
     e.exit_code()
 }
 
-async fn cmd_run(cfg: &Config) -> Result<i32, Error> {
-    let report = stackback::ops::backup::run(cfg).await?;
+/// A progress bar on stderr while `work` runs, only on a terminal with text logs.
+fn progress_bar(
+    progress: std::sync::Arc<stackback::progress::Progress>,
+    json_logs: bool,
+) -> Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)> {
+    if json_logs || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let known = indicatif::ProgressStyle::with_template(
+        "{msg:>16} [{bar:30}] {binary_bytes}/~{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ");
+    let unknown = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg:>16} {binary_bytes} {binary_bytes_per_sec} {prefix}",
+    )
+    .expect("a valid template");
+    let b = bar.clone();
+    let ticker = tokio::spawn(async move {
+        let mut last_step = String::new();
+        loop {
+            let s = progress.snapshot();
+            if s.step != last_step {
+                b.reset();
+                b.set_style(if s.total.is_some() {
+                    known.clone()
+                } else {
+                    unknown.clone()
+                });
+                last_step = s.step.clone();
+            }
+            b.set_message(s.step.clone());
+            b.set_length(s.total.unwrap_or(0).max(s.bytes));
+            b.set_position(s.bytes);
+            if s.objects > 0 {
+                b.set_prefix(format!("{} objects", s.objects));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    Some((bar, ticker))
+}
+
+async fn cmd_run(cfg: &Config, json_logs: bool) -> Result<i32, Error> {
+    let progress = std::sync::Arc::new(stackback::progress::Progress::default());
+    let bar = progress_bar(progress.clone(), json_logs);
+    let report = stackback::ops::backup::run_observed(cfg, std::future::pending(), &progress).await;
+    if let Some((bar, ticker)) = bar {
+        ticker.abort();
+        bar.finish_and_clear();
+    }
+    let report = report?;
     let r = &report.record;
     let secs = r
         .finished_at

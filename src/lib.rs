@@ -24,6 +24,7 @@ pub mod install;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;
+pub mod progress;
 pub mod retention;
 pub mod s3;
 pub mod schedule;

@@ -53,6 +53,15 @@ pub async fn run_until(
     cfg: &Config,
     stop: impl std::future::Future<Output = String>,
 ) -> Result<RunReport> {
+    run_observed(cfg, stop, &crate::progress::Progress::default()).await
+}
+
+/// Like [`run_until`], counting progress into `progress` for a front end to display.
+pub async fn run_observed(
+    cfg: &Config,
+    stop: impl std::future::Future<Output = String>,
+    progress: &crate::progress::Progress,
+) -> Result<RunReport> {
     cfg.objects.check_for_backup()?;
     let dir = BackupDir::create(&cfg.backup.dir)?;
     let _lock = dir.lock()?;
@@ -69,6 +78,7 @@ pub async fn run_until(
         redactor: &redactor,
         rec: &mut rec,
         step: "preflight".into(),
+        progress,
     };
     let result = tokio::select! {
         r = ctx.steps() => r,
@@ -180,6 +190,7 @@ struct RunCtx<'a> {
     redactor: &'a Redactor,
     rec: &'a mut RunRecord,
     step: String,
+    progress: &'a crate::progress::Progress,
 }
 
 impl RunCtx<'_> {
@@ -264,6 +275,8 @@ impl RunCtx<'_> {
         };
         let tool = select_tool("pg_dump", &tools, server.as_ref().map(|s| s.0))?.clone();
         self.rec.pg_dump_version = Some(tool.version.clone());
+        self.progress
+            .start_step("database", server.as_ref().map(|s| s.2));
         self.rec.server_version = server.map(|s| s.1);
         info!(pg_dump = %tool.path.display(), version = %tool.version, db = %pg.db, "dumping database");
 
@@ -277,7 +290,9 @@ impl RunCtx<'_> {
             self.cfg.backup.compression_level,
         )?;
         let temp = w.temp_path().to_path_buf();
-        let outcome = postgres::dump_database(&tool, pg, w.sink(), &temp, self.redactor).await?;
+        let outcome =
+            postgres::dump_database(&tool, pg, w.sink(), &temp, self.redactor, self.progress)
+                .await?;
         if !outcome.stderr.is_empty() {
             self.rec
                 .warnings
@@ -316,7 +331,8 @@ impl RunCtx<'_> {
             self.cfg.backup.compression_level,
         )?;
         let temp = w.temp_path().to_path_buf();
-        postgres::dump_globals(&tool, pg, w.sink(), &temp, self.redactor).await?;
+        self.progress.start_step("globals", None);
+        postgres::dump_globals(&tool, pg, w.sink(), &temp, self.redactor, self.progress).await?;
         let digest = w.commit()?;
         let art = self.new_artifact(
             ArtifactKind::Globals,
@@ -356,6 +372,7 @@ impl RunCtx<'_> {
             self.cfg.backup.compression_level,
         )?;
         let index = self.dir.create_temp(&index_name)?;
+        self.progress.start_step(&format!("bucket {bucket}"), None);
         let (summary, w, index) = crate::source::bucket::backup_bucket(
             client,
             bucket,
@@ -363,6 +380,7 @@ impl RunCtx<'_> {
             objects.concurrency,
             w,
             index,
+            self.progress,
         )
         .await?;
         let digest = w.commit()?;

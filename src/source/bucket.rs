@@ -86,11 +86,12 @@ pub async fn backup_bucket(
     concurrency: usize,
     archive: ArtifactWriter,
     index: TempArtifact,
+    progress: &crate::progress::Progress,
 ) -> Result<(BucketSummary, ArtifactWriter, TempArtifact)> {
     let (tx, rx) = mpsc::channel::<Msg>(concurrency.max(2));
     let writer = tokio::task::spawn_blocking(move || write_archive(rx, archive, index));
 
-    let fed = feed(client, bucket, prefix, concurrency, &tx).await;
+    let fed = feed(client, bucket, prefix, concurrency, &tx, progress).await;
     let finish_sent = match &fed {
         Ok(_) => tx.send(Msg::Finish).await.is_ok(),
         Err(_) => false,
@@ -131,6 +132,7 @@ async fn feed(
     prefix: Option<&str>,
     concurrency: usize,
     tx: &mpsc::Sender<Msg>,
+    progress: &crate::progress::Progress,
 ) -> Result<Vec<String>> {
     let mut pages = client
         .list_objects_v2()
@@ -182,6 +184,8 @@ async fn feed(
         };
         match fetched {
             Fetch::Ready(f) => {
+                progress.add_object();
+                progress.add_bytes(f.meta.size);
                 if tx.send(Msg::Object(f)).await.is_err() {
                     // The writer stopped; its error is reported by the caller.
                     return Ok(skipped);

@@ -40,6 +40,7 @@ pub async fn run_child(
     sink: &mut dyn Write,
     sink_name: &std::path::Path,
     redactor: &Redactor,
+    progress: &crate::progress::Progress,
 ) -> Result<ChildOutcome> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -72,6 +73,7 @@ pub async fn run_child(
         if let Err(e) = sink.write_all(&buf[..n]) {
             break Err(Error::io("cannot write", sink_name, e));
         }
+        progress.add_bytes(n as u64);
     };
     if copy_result.is_err() {
         let _ = child.start_kill();

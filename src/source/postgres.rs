@@ -205,12 +205,12 @@ pub fn pg_env(cfg: &PostgresConfig, db: &str) -> Vec<(&'static str, String)> {
     env
 }
 
-/// The server's version as `(major, "15.18")`.
+/// The server's version as `(major, "15.18", database size in bytes)`.
 ///
 /// # Errors
 /// The connection's own message (authentication, unknown database, refused), for logging: callers
 /// still run pg_dump, whose error the operator sees.
-pub async fn server_version(cfg: &PostgresConfig) -> Result<(u32, String)> {
+pub async fn server_version(cfg: &PostgresConfig) -> Result<(u32, String, u64)> {
     let mut pc = tokio_postgres::Config::new();
     pc.host(&cfg.host)
         .port(cfg.port)
@@ -226,7 +226,7 @@ pub async fn server_version(cfg: &PostgresConfig) -> Result<(u32, String)> {
         let task = tokio::spawn(conn);
         let row = client
             .query_one(
-                "select current_setting('server_version_num')::int, current_setting('server_version')",
+                "select current_setting('server_version_num')::int, current_setting('server_version'), pg_database_size(current_database())",
                 &[],
             )
             .await?;
@@ -234,7 +234,8 @@ pub async fn server_version(cfg: &PostgresConfig) -> Result<(u32, String)> {
         let _ = task.await;
         let num: i32 = row.get(0);
         let text: String = row.get(1);
-        Ok::<_, tokio_postgres::Error>(((num / 10000) as u32, text))
+        let size: i64 = row.get(2);
+        Ok::<_, tokio_postgres::Error>(((num / 10000) as u32, text, size.max(0) as u64))
     };
     match tokio::time::timeout(Duration::from_secs(20), fut).await {
         Ok(Ok(v)) => Ok(v),
@@ -267,9 +268,10 @@ pub async fn dump_database(
     sink: &mut dyn std::io::Write,
     sink_name: &Path,
     redactor: &Redactor,
+    progress: &crate::progress::Progress,
 ) -> Result<super::ChildOutcome> {
     let cmd = dump_command(&tool.path, cfg, &cfg.db, &["--format=plain"]);
-    super::run_child(cmd, "pg_dump", sink, sink_name, redactor).await
+    super::run_child(cmd, "pg_dump", sink, sink_name, redactor, progress).await
 }
 
 /// Runs `pg_dumpall --globals-only --no-role-passwords` into `sink`.
@@ -279,6 +281,7 @@ pub async fn dump_globals(
     sink: &mut dyn std::io::Write,
     sink_name: &Path,
     redactor: &Redactor,
+    progress: &crate::progress::Progress,
 ) -> Result<super::ChildOutcome> {
     let mut cmd = dump_command(
         &tool.path,
@@ -288,7 +291,7 @@ pub async fn dump_globals(
     );
     // pg_dumpall connects to its own maintenance database unless told otherwise.
     cmd.arg(format!("--database={}", cfg.db));
-    super::run_child(cmd, "pg_dumpall", sink, sink_name, redactor).await
+    super::run_child(cmd, "pg_dumpall", sink, sink_name, redactor, progress).await
 }
 
 /// The line pg_dump writes after the last object: its absence means the dump did not finish.
