@@ -543,8 +543,17 @@ fn cmd_config(cfg: &Config) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
+fn existing(overwrite: bool, skip: bool) -> stackback::ops::restore::Existing {
+    use stackback::ops::restore::Existing;
+    match (overwrite, skip) {
+        (true, _) => Existing::Overwrite,
+        (_, true) => Existing::Skip,
+        _ => Existing::Refuse,
+    }
+}
+
 async fn cmd_restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
-    use stackback::ops::restore::{self, Existing, ObjectRestoreOptions, Selector};
+    use stackback::ops::restore::{self, ObjectRestoreOptions, Selector};
     let db_opts = |a: &DbRestoreArgs, to_file: Option<PathBuf>| restore::DbRestoreOptions {
         target_db: a.target_db.clone(),
         target_url: a.target_url.clone(),
@@ -595,13 +604,7 @@ async fn cmd_restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
                 bucket: None,
                 endpoint: None,
                 prefix: None,
-                existing: if *overwrite {
-                    Existing::Overwrite
-                } else if *skip_existing {
-                    Existing::Skip
-                } else {
-                    Existing::Refuse
-                },
+                existing: existing(*overwrite, *skip_existing),
                 create_bucket: *create_bucket,
                 verify: true,
             };
@@ -628,13 +631,7 @@ async fn cmd_restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
                 bucket: bucket.clone(),
                 endpoint: endpoint.clone(),
                 prefix: prefix.clone(),
-                existing: if *overwrite {
-                    Existing::Overwrite
-                } else if *skip_existing {
-                    Existing::Skip
-                } else {
-                    Existing::Refuse
-                },
+                existing: existing(*overwrite, *skip_existing),
                 create_bucket: *create_bucket,
                 verify: *verify,
             };

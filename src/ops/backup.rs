@@ -279,35 +279,45 @@ impl RunCtx<'_> {
             .start_step("database", server.as_ref().map(|s| s.2));
         self.rec.server_version = server.map(|s| s.1);
         info!(pg_dump = %tool.path.display(), version = %tool.version, db = %pg.db, "dumping database");
+        let cmd = postgres::database_command(&tool, pg);
+        self.dump_sql(ArtifactKind::Database, "db", "pg_dump", cmd)
+            .await
+    }
 
-        let name = self.artifact_name("db", &pg.db, ".sql");
+    /// Streams a dump command's output into a new artifact, then verifies it.
+    async fn dump_sql(
+        &mut self,
+        kind: ArtifactKind,
+        prefix: &str,
+        tool: &str,
+        cmd: tokio::process::Command,
+    ) -> Result<()> {
+        let db = self.cfg.postgres.db.clone();
+        let name = self.artifact_name(prefix, &db, ".sql");
         let started = Utc::now();
         let t0 = Instant::now();
-        let mut w = ArtifactWriter::new(
-            self.dir,
-            &name,
-            self.cfg.backup.compression,
-            self.cfg.backup.compression_level,
-        )?;
+        let mut w = self.writer(&name)?;
         let temp = w.temp_path().to_path_buf();
         let outcome =
-            postgres::dump_database(&tool, pg, w.sink(), &temp, self.redactor, self.progress)
+            crate::source::run_child(cmd, tool, w.sink(), &temp, self.redactor, self.progress)
                 .await?;
         if !outcome.stderr.is_empty() {
             self.rec
                 .warnings
-                .push(format!("pg_dump: {}", outcome.stderr));
+                .push(format!("{tool}: {}", outcome.stderr));
         }
         let digest = w.commit()?;
-        let art = self.new_artifact(
-            ArtifactKind::Database,
-            name,
-            pg.db.clone(),
-            started,
-            t0,
-            digest,
-        );
+        let art = self.new_artifact(kind, name, db, started, t0, digest);
         self.verify_and_add(art).await
+    }
+
+    fn writer(&self, name: &str) -> Result<ArtifactWriter> {
+        ArtifactWriter::new(
+            self.dir,
+            name,
+            self.cfg.backup.compression,
+            self.cfg.backup.compression_level,
+        )
     }
 
     async fn globals(&mut self) -> Result<()> {
@@ -321,28 +331,10 @@ impl RunCtx<'_> {
             .and_then(|v| v.split('.').next())
             .and_then(|m| m.parse().ok());
         let tool = select_tool("pg_dumpall", &tools, server_major)?.clone();
-        let name = self.artifact_name("globals", &pg.db, ".sql");
-        let started = Utc::now();
-        let t0 = Instant::now();
-        let mut w = ArtifactWriter::new(
-            self.dir,
-            &name,
-            self.cfg.backup.compression,
-            self.cfg.backup.compression_level,
-        )?;
-        let temp = w.temp_path().to_path_buf();
         self.progress.start_step("globals", None);
-        postgres::dump_globals(&tool, pg, w.sink(), &temp, self.redactor, self.progress).await?;
-        let digest = w.commit()?;
-        let art = self.new_artifact(
-            ArtifactKind::Globals,
-            name,
-            pg.db.clone(),
-            started,
-            t0,
-            digest,
-        );
-        self.verify_and_add(art).await
+        let cmd = postgres::globals_command(&tool, pg);
+        self.dump_sql(ArtifactKind::Globals, "globals", "pg_dumpall", cmd)
+            .await
     }
 
     fn artifact_name(&self, prefix: &str, source: &str, suffix: &str) -> String {
@@ -365,12 +357,7 @@ impl RunCtx<'_> {
         );
         let started = Utc::now();
         let t0 = Instant::now();
-        let w = ArtifactWriter::new(
-            self.dir,
-            &name,
-            self.cfg.backup.compression,
-            self.cfg.backup.compression_level,
-        )?;
+        let w = self.writer(&name)?;
         let index = self.dir.create_temp(&index_name)?;
         self.progress.start_step(&format!("bucket {bucket}"), None);
         let (summary, w, index) = crate::source::bucket::backup_bucket(
@@ -428,12 +415,7 @@ impl RunCtx<'_> {
         info!(dir = %data_dir.display(), "archiving data directory (volume mode)");
         let started = Utc::now();
         let t0 = Instant::now();
-        let mut w = ArtifactWriter::new(
-            self.dir,
-            &name,
-            self.cfg.backup.compression,
-            self.cfg.backup.compression_level,
-        )?;
+        let mut w = self.writer(&name)?;
         let w = tokio::task::spawn_blocking(move || {
             crate::source::dir::tar_directory(&data_dir, &mut w).map(|_| w)
         })

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::config::{PostgresConfig, Redactor};
+use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 
 /// One installed PostgreSQL client program.
@@ -261,28 +261,13 @@ pub fn dump_command(tool: &Path, cfg: &PostgresConfig, db: &str, args: &[&str]) 
     cmd
 }
 
-/// Runs `pg_dump --format=plain` for the configured database into `sink`.
-pub async fn dump_database(
-    tool: &PgTool,
-    cfg: &PostgresConfig,
-    sink: &mut dyn std::io::Write,
-    sink_name: &Path,
-    redactor: &Redactor,
-    progress: &crate::progress::Progress,
-) -> Result<super::ChildOutcome> {
-    let cmd = dump_command(&tool.path, cfg, &cfg.db, &["--format=plain"]);
-    super::run_child(cmd, "pg_dump", sink, sink_name, redactor, progress).await
+/// `pg_dump --format=plain` of the configured database.
+pub fn database_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
+    dump_command(&tool.path, cfg, &cfg.db, &["--format=plain"])
 }
 
-/// Runs `pg_dumpall --globals-only --no-role-passwords` into `sink`.
-pub async fn dump_globals(
-    tool: &PgTool,
-    cfg: &PostgresConfig,
-    sink: &mut dyn std::io::Write,
-    sink_name: &Path,
-    redactor: &Redactor,
-    progress: &crate::progress::Progress,
-) -> Result<super::ChildOutcome> {
+/// `pg_dumpall --globals-only --no-role-passwords`, connecting to the configured database.
+pub fn globals_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
     let mut cmd = dump_command(
         &tool.path,
         cfg,
@@ -291,7 +276,7 @@ pub async fn dump_globals(
     );
     // pg_dumpall connects to its own maintenance database unless told otherwise.
     cmd.arg(format!("--database={}", cfg.db));
-    super::run_child(cmd, "pg_dumpall", sink, sink_name, redactor, progress).await
+    cmd
 }
 
 /// The line pg_dump writes after the last object: its absence means the dump did not finish.

@@ -83,6 +83,39 @@ fn postgres_ids() -> (u32, u32) {
     panic!("no postgres user: install the postgresql package (scripts/test.sh does)");
 }
 
+/// Spawns a server that gets `signal` when the test process ends, however it ends
+/// (PR_SET_PDEATHSIG). Its output goes to `log`.
+pub fn spawn_tied(mut cmd: Command, log: &Path, signal: i32) {
+    let f = std::fs::File::create(log).unwrap();
+    cmd.stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f);
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // PDEATHSIG fires when the spawning *thread* ends: spawn from one that never does.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = cmd.spawn().map(|mut c| {
+            std::thread::spawn(move || {
+                let _ = c.wait();
+            });
+        });
+        tx.send(r.map_err(|e| e.to_string())).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start the server logging to {}: {e}", log.display()));
+}
+
 /// Runs `cmd` as the postgres user when we are root.
 fn as_pg(cmd: &mut Command) -> &mut Command {
     if is_root() {
@@ -161,8 +194,6 @@ impl Cluster {
         )?;
 
         let port = free_port();
-        let log = std::fs::File::create(root.join("postgres.log")).unwrap();
-        chown_pg(&root.join("postgres.log"));
         let mut cmd = Command::new(bin.join("postgres"));
         cmd.arg("-D")
             .arg(&data)
@@ -170,38 +201,10 @@ impl Cluster {
             .arg(&root)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "max_connections=100"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+            .args(["-c", "max_connections=100"]);
         as_pg(&mut cmd);
-        unsafe {
-            cmd.pre_exec(|| {
-                // The server dies with the test process, whatever way it ends.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        // PDEATHSIG fires when the spawning *thread* ends: spawn from one that never does.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let r = cmd.spawn().map(|mut c| {
-                let id = c.id();
-                std::thread::spawn(move || {
-                    let _ = c.wait();
-                });
-                id
-            });
-            tx.send(r.map_err(|e| e.to_string())).unwrap();
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv()
-            .unwrap()
-            .map_err(|e| format!("cannot start postgres: {e}"))?;
+        // SIGQUIT: PostgreSQL's immediate shutdown, so no server outlives the tests.
+        spawn_tied(cmd, &root.join("postgres.log"), libc::SIGQUIT);
 
         let c = Cluster {
             port,

@@ -3,13 +3,17 @@
 //! 127.0.0.1 ports, dies with the test process (PR_SET_PDEATHSIG), and is checked with an
 //! independent client (boto3, tests/support/s3tool.py). A server that cannot start fails the test.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::{free_port, spawn_tied as spawn_tied_with};
+
+/// Spawns a test server that is killed when the test process ends.
+pub fn spawn_tied(cmd: Command, log: &Path) {
+    spawn_tied_with(cmd, log, libc::SIGKILL);
+}
 
 pub struct S3Server {
     pub name: &'static str,
@@ -22,37 +26,6 @@ pub struct S3Server {
 
 static GARAGE: OnceLock<S3Server> = OnceLock::new();
 static MOTO: OnceLock<S3Server> = OnceLock::new();
-
-/// Spawns a server that dies with the test process.
-pub fn spawn_tied(mut cmd: Command, log: &Path) {
-    let f = std::fs::File::create(log).unwrap();
-    cmd.stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f);
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let r = cmd.spawn().map(|mut c| {
-            std::thread::spawn(move || {
-                let _ = c.wait();
-            });
-        });
-        tx.send(r.map_err(|e| e.to_string())).unwrap();
-        loop {
-            std::thread::park();
-        }
-    });
-    rx.recv()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", log));
-}
 
 pub fn wait_port(port: u16, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
