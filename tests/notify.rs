@@ -244,3 +244,36 @@ fn prometheus_rules_pass_promtool() {
         text.contains("backup_last_success_timestamp_seconds") && text.contains("backup_success")
     );
 }
+
+#[test]
+fn low_free_space_is_alerted_although_the_backup_is_good() {
+    let c = cluster();
+    let db = c.seeded_db("lowspace");
+    let tmp = tempfile::tempdir().unwrap();
+    // 40 MiB: room for the backups, but less than the last backup plus the 64 MiB margin.
+    let mnt = Mount::tmpfs(&tmp.path().join("small"), "size=40m");
+    let hook = Receiver::start();
+    let env = with(
+        c.env(&db, &mnt.path),
+        &[("BACKUP_ALERT_WEBHOOK_URL", hook.url("/space"))],
+    );
+    assert_eq!(stackback(&["run"], &env).code, 0);
+    assert!(
+        hook.requests().is_empty(),
+        "the first run has nothing to compare with"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let body = hook.wait_for(1)[0]["body"].as_str().unwrap().to_string();
+    assert!(
+        body.contains("warning") && body.contains("low free space"),
+        "{body}"
+    );
+    let r = stackback(&["status"], &env);
+    assert!(
+        r.stdout.contains("free on the backup volume"),
+        "status warns too: {}",
+        r.stdout
+    );
+}
