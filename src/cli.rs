@@ -444,7 +444,7 @@ async fn cmd_run(cfg: &Config, json_logs: bool) -> Result<i32, Error> {
         let _ = writeln!(out, "  warning: {w}");
     }
     drop(out);
-    let n = stackback::notify::after_run(cfg, r, &Default::default()).await;
+    let n = stackback::notify::after_run(cfg, r, None).await;
     for c in n.channels.iter().chain(&n.heartbeat).chain(&n.pushgateway) {
         if !c.ok {
             eprintln!("warning: {} failed: {}", c.channel, c.detail);

@@ -30,7 +30,7 @@ pub fn router(state: Arc<DaemonState>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<DaemonState>>) -> impl IntoResponse {
-    match render(&s.cfg, &s.counters) {
+    match render(&s.cfg, Some(&s.counters)) {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -71,7 +71,9 @@ fn has(r: &RunRecord, label: &str) -> bool {
 }
 
 /// The metrics text for the backup directory of `cfg`.
-pub fn render(cfg: &Config, daemon: &DaemonCounters) -> Result<String> {
+/// `daemon` is `None` outside the daemon: a manual run's push then leaves the daemon-only counter
+/// out instead of resetting it.
+pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
     let records = match BackupDir::open(&cfg.backup.dir) {
         Ok(d) => Catalog::new(d).records()?,
         Err(Error::NotFound(_)) => Vec::new(),
@@ -202,12 +204,14 @@ pub fn render(cfg: &Config, daemon: &DaemonCounters) -> Result<String> {
             ("{result=\"failed\"}".into(), counters.failed as f64),
         ],
     );
-    metric(
-        "backup_skipped_runs_total",
-        "counter",
-        "Scheduled runs skipped because another run was still going.",
-        vec![(String::new(), daemon.skipped.load(Ordering::Relaxed) as f64)],
-    );
+    if let Some(d) = daemon {
+        metric(
+            "backup_skipped_runs_total",
+            "counter",
+            "Scheduled runs skipped because another run was still going.",
+            vec![(String::new(), d.skipped.load(Ordering::Relaxed) as f64)],
+        );
+    }
     metric(
         "backup_good_runs",
         "gauge",

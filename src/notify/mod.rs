@@ -224,7 +224,7 @@ pub struct NotifyReport {
 pub async fn after_run(
     cfg: &Config,
     rec: &RunRecord,
-    extra: &metrics::DaemonCounters,
+    daemon: Option<&metrics::DaemonCounters>,
 ) -> NotifyReport {
     let mut report = NotifyReport::default();
     let previous = crate::sink::local::BackupDir::open(&cfg.backup.dir)
@@ -245,7 +245,7 @@ pub async fn after_run(
         report.heartbeat = Some(result("heartbeat", r, cfg));
     }
     if let Some(url) = &cfg.notify.pushgateway_url {
-        let r = match metrics::render(cfg, extra) {
+        let r = match metrics::render(cfg, daemon) {
             Ok(text) => retry(|| metrics::push(url, &text)).await,
             Err(e) => Err(e.to_string()),
         };

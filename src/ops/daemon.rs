@@ -125,7 +125,7 @@ async fn one_run(state: &Arc<DaemonState>, mut shutdown: watch::Receiver<bool>) 
             } else {
                 info!(run = %r.run_id, "backup run ok");
             }
-            let n = crate::notify::after_run(cfg, r, &state.counters).await;
+            let n = crate::notify::after_run(cfg, r, Some(&state.counters)).await;
             for c in n.channels.iter().chain(&n.heartbeat).chain(&n.pushgateway) {
                 if c.ok {
                     info!(channel = %c.channel, detail = %c.detail, "notified");
