@@ -469,3 +469,49 @@ fn https_endpoints_with_a_private_ca() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("minio.ca_file"), "{}", r.stderr);
 }
+
+#[test]
+fn an_object_deleted_between_listing_and_fetching_is_skipped_not_fatal() {
+    let c = cluster();
+    let db = c.seeded_db("gone");
+    let s3 = moto();
+    let b = bucket_name("gone");
+    s3.tool(&["populate", &b, "--bulk", "1000"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = env_for(&db, tmp.path(), s3, &b);
+    // One fetch at a time: the first listing page (1,000 keys) takes seconds to fetch, so a key near
+    // its end is deleted after it was listed and before it is fetched.
+    env.push(("BACKUP_S3_CONCURRENCY".into(), "1".into()));
+    let victim = "bulk/09/object-00960.txt";
+    let child = stackback_cmd(&["run"], &env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !files(tmp.path())
+        .iter()
+        .any(|f| f.starts_with(".stackback-tmp.minio_"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bucket step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s3.tool(&["delete", &b, victim]);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = only_record(tmp.path());
+    assert_eq!(rec["status"], "ok");
+    let art = &rec["artifacts"][1];
+    assert_eq!(art["skipped"], serde_json::json!([victim]), "{rec}");
+    assert_eq!(art["objects"], 1015);
+    assert!(rec["warnings"][0].as_str().unwrap().contains(victim));
+    let r = stackback(&["verify"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+}

@@ -5,6 +5,7 @@ Environment: S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_
   populate BUCKET [--bulk N] [--big-mib N]   create BUCKET and fill it with awkward objects
   dump BUCKET                                one JSON line per object, sorted by key
   put BUCKET KEY TEXT                        put one small object
+  delete BUCKET KEY                          delete one object
   mkbucket BUCKET                            create an empty bucket
 """
 import concurrent.futures
@@ -122,6 +123,8 @@ def main():
         dump(bucket)
     elif cmd == "put":
         client().put_object(Bucket=bucket, Key=sys.argv[3], Body=sys.argv[4].encode(), ContentType="text/plain")
+    elif cmd == "delete":
+        client().delete_object(Bucket=bucket, Key=sys.argv[3])
     elif cmd == "mkbucket":
         client().create_bucket(Bucket=bucket)
     else:
