@@ -290,10 +290,6 @@ impl Catalog {
         Catalog { dir }
     }
 
-    pub fn dir(&self) -> &BackupDir {
-        &self.dir
-    }
-
     /// Atomically writes a record (with a fresh self-checksum).
     pub fn write(&self, record: &RunRecord) -> Result<()> {
         self.dir

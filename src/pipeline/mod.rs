@@ -46,17 +46,6 @@ impl Compression {
             Err(format!("{self} levels go from {lo} to {hi}, got {level}"))
         }
     }
-
-    /// Guesses the compression from a file name's last suffix.
-    pub fn from_file_name(name: &str) -> Compression {
-        if name.ends_with(".gz") {
-            Compression::Gzip
-        } else if name.ends_with(".zst") {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
 }
 
 impl std::fmt::Display for Compression {
@@ -165,11 +154,6 @@ impl<W: Write> StoreWriter<W> {
         })
     }
 
-    /// Plain bytes written so far.
-    pub fn plain_bytes(&self) -> u64 {
-        self.plain_bytes
-    }
-
     /// Finishes the compressed stream (trailer included) and returns the inner writer.
     pub fn finish(self) -> io::Result<(W, Digest)> {
         let stored = match self.encoder {
@@ -224,9 +208,6 @@ impl<R: Read> HashReader<R> {
             hasher: Sha256::new(),
             bytes: 0,
         }
-    }
-    pub fn bytes(&self) -> u64 {
-        self.bytes
     }
     pub fn finish(self) -> (u64, String) {
         (self.bytes, hex::encode(self.hasher.finalize()))

@@ -198,10 +198,6 @@ impl TempArtifact {
         self.file.path()
     }
 
-    pub fn final_path(&self) -> &Path {
-        &self.final_path
-    }
-
     /// The open file, for the pipeline to write into.
     pub fn writer(&mut self) -> &mut File {
         self.file.as_file_mut()
