@@ -1,12 +1,17 @@
 //! The library's one error type and the exit-code contract.
 //!
 //! Policy: every variant a user can meet says what failed (the file, the database, the setting),
-//! why (the OS error, pg_dump's stderr) and, through [`Error::hint`], what to do next. Secrets never
+//! why (the OS error, pg_dump's stderr, the S3 service's code) and, through [`Error::hint`], what to
+//! do next. Decisions are taken on variants and kinds, never on an error's text. Secrets never
 //! appear: configuration values are redacted before they reach an error, and text that comes from
-//! child processes is passed through [`crate::config::Redactor`] by the caller that owns the secrets.
-//! The CLI maps [`Error::exit_code`] to the process exit status; nothing else decides exit codes.
+//! child processes is passed through [`crate::redact::Redactor`] by the caller that owns the
+//! secrets. The CLI maps [`Error::exit_code`] to the process exit status; nothing else decides
+//! exit codes.
 
+use std::fmt;
 use std::path::PathBuf;
+
+use crate::catalog::{ArtifactKind, Problem, RecordError};
 
 /// Documented exit codes (README "Exit codes").
 pub mod exit {
@@ -20,6 +25,65 @@ pub mod exit {
     pub const VERIFY: i32 = 3;
     /// Another stackback run holds the backup directory's lock.
     pub const LOCKED: i32 = 4;
+}
+
+/// What went wrong with an S3 request, as far as the protocol tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3ErrorKind {
+    /// The bucket does not exist (NoSuchBucket, or 404 on a bucket request).
+    NoSuchBucket,
+    /// The key does not exist.
+    NoSuchKey,
+    /// Credentials or signature refused (403, AccessDenied, SignatureDoesNotMatch...).
+    AccessDenied,
+    /// The request was refused as malformed: typically a wrong region or endpoint.
+    BadRequest,
+    /// The endpoint's TLS certificate is not trusted, or the handshake failed.
+    Tls,
+    /// No connection: refused, unresolvable, reset.
+    Unreachable,
+    Timeout,
+    /// The service answered with another error (5xx, ...).
+    Service,
+    Other,
+}
+
+/// An S3 request that failed.
+#[derive(Debug, Clone)]
+pub struct S3Error {
+    pub op: &'static str,
+    pub bucket: String,
+    pub key: Option<String>,
+    pub kind: S3ErrorKind,
+    /// The service's error code (`NoSuchBucket`) and HTTP status, when it answered.
+    pub code: Option<String>,
+    pub status: Option<u16>,
+    pub detail: String,
+}
+
+impl fmt::Display for S3Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "S3 {} on bucket {:?}: ", self.op, self.bucket)?;
+        if let Some(k) = &self.key {
+            write!(f, "key {k:?}: ")?;
+        }
+        f.write_str(&self.detail)
+    }
+}
+
+/// What a probe of the database server found, for hints when pg_dump or psql then fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgCause {
+    /// Password or authentication method refused (SQLSTATE 28P01 / 28000).
+    Auth,
+    /// The database does not exist (3D000).
+    UnknownDatabase,
+    /// No connection could be made.
+    Unreachable,
+    /// The user lacks privileges on some tables (checked before dumping).
+    Privileges,
+    /// The server went away during the dump.
+    ServerGone,
 }
 
 /// Everything that can go wrong in the library.
@@ -60,23 +124,44 @@ pub enum Error {
         tool: String,
         status: String,
         stderr: String,
+        /// What a probe of the server found, when one was made.
+        cause: Option<PgCause>,
+    },
+
+    #[error("{what} failed: {detail}")]
+    Postgres {
+        what: String,
+        cause: Option<PgCause>,
+        detail: String,
     },
 
     #[error("{what} failed: {detail}")]
     Step { what: String, detail: String },
 
-    #[error("verification failed: {0}")]
-    Verification(String),
+    #[error("verification failed: {subject}: {problem}")]
+    Verification { subject: String, problem: Problem },
+
+    #[error("reading run record {path} failed: {problem}", path = path.display())]
+    Record { path: PathBuf, problem: RecordError },
 
     #[error("{0}")]
     NotFound(String),
 
-    #[error("S3 {op} on bucket {bucket:?}: {detail}")]
-    S3 {
-        op: &'static str,
-        bucket: String,
+    /// The selection names no verified backup (of `kind`, when given).
+    #[error("{detail}")]
+    NoBackup {
+        kind: Option<ArtifactKind>,
         detail: String,
     },
+
+    #[error("{0}")]
+    S3(Box<S3Error>),
+}
+
+impl From<S3Error> for Error {
+    fn from(e: S3Error) -> Self {
+        Error::S3(Box::new(e))
+    }
 }
 
 impl Error {
@@ -95,13 +180,35 @@ impl Error {
         }
     }
 
+    pub fn step(what: impl Into<String>, detail: impl fmt::Display) -> Self {
+        Error::Step {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn verification(subject: impl fmt::Display, problem: Problem) -> Self {
+        Error::Verification {
+            subject: subject.to_string(),
+            problem,
+        }
+    }
+
     /// The process exit code this error maps to (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::Usage(_) => exit::USAGE,
             Error::Locked { .. } => exit::LOCKED,
-            Error::Verification(_) => exit::VERIFY,
+            Error::Verification { .. } => exit::VERIFY,
             _ => exit::FAILED,
+        }
+    }
+
+    /// The S3 error kind, when this is an S3 error.
+    pub fn s3_kind(&self) -> Option<S3ErrorKind> {
+        match self {
+            Error::S3(e) => Some(e.kind),
+            _ => None,
         }
     }
 
@@ -126,13 +233,15 @@ impl Error {
                 "install the PostgreSQL {server_major} client (Debian: `apt-get install \
                  postgresql-client-{server_major}` from the PGDG repository) or set PG_DUMP_PATH"
             )),
-            Error::Child { stderr, .. } => pg_hint(stderr),
-            Error::Verification(_) => Some(
+            Error::Child { cause, .. } | Error::Postgres { cause, .. } => {
+                cause.map(|c| pg_hint(c).to_string())
+            }
+            Error::Verification { .. } => Some(
                 "do not rely on this backup; run `stackback run` for a fresh one and check the \
                  disk holding BACKUP_DIR"
                     .into(),
             ),
-            Error::S3 { detail, .. } => Some(s3_hint(detail)),
+            Error::S3(e) => Some(s3_hint(e.kind).into()),
             _ => None,
         }
     }
@@ -140,15 +249,15 @@ impl Error {
 
 fn io_hint(source: &std::io::Error, path: &std::path::Path) -> String {
     match source.raw_os_error() {
-        Some(28) => format!(
+        Some(libc_errno::ENOSPC) => format!(
             "the disk holding {} is full: free space, lower BACKUP_RETENTION_DAYS or move BACKUP_DIR",
             path.display()
         ),
-        Some(30) => format!(
+        Some(libc_errno::EROFS) => format!(
             "{} is on a read-only file system: mount it read-write or choose another BACKUP_DIR",
             path.display()
         ),
-        Some(13) | Some(1) => format!(
+        Some(libc_errno::EACCES) | Some(libc_errno::EPERM) => format!(
             "stackback's user cannot write {}: fix its owner or permissions, or choose another BACKUP_DIR",
             path.display()
         ),
@@ -156,54 +265,52 @@ fn io_hint(source: &std::io::Error, path: &std::path::Path) -> String {
     }
 }
 
-/// Reads pg_dump/psql stderr and names the usual culprit.
-fn pg_hint(stderr: &str) -> Option<String> {
-    let s = stderr.to_ascii_lowercase();
-    let hint = if s.contains("password authentication failed") || s.contains("no password supplied")
-    {
-        "check POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE / DATABASE_URL)"
-    } else if s.contains("database") && s.contains("does not exist") {
-        "check POSTGRES_DB (or the database in DATABASE_URL); `psql -l` lists the databases"
-    } else if s.contains("connection refused")
-        || s.contains("could not translate host name")
-        || s.contains("timeout expired")
-        || s.contains("no route to host")
-        || s.contains("could not connect")
-    {
-        "the server is unreachable: check POSTGRES_HOST and POSTGRES_PORT and that PostgreSQL is running (`pg_isready -h HOST -p PORT`)"
-    } else if s.contains("server version mismatch")
-        || s.contains("aborting because of server version mismatch")
-    {
-        "pg_dump is older than the server: install a newer PostgreSQL client or set PG_DUMP_PATH"
-    } else if s.contains("permission denied") {
-        "the database user lacks privileges: back up as the database owner or a superuser"
-    } else if s.contains("terminating connection") || s.contains("server closed the connection") {
-        "the server ended the dump's connection: check the PostgreSQL log, then run the backup again"
-    } else {
-        return None;
-    };
-    Some(hint.into())
+/// The errno values the hints distinguish (Linux).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const EACCES: i32 = 13;
+    pub const ENOSPC: i32 = 28;
+    pub const EROFS: i32 = 30;
 }
 
-fn s3_hint(detail: &str) -> String {
-    let d = detail.to_ascii_lowercase();
-    if d.contains("--create-bucket") {
-        "create the bucket first, or let stackback create it".into()
-    } else if d.contains("nosuchbucket") || d.contains("does not exist") {
-        "check MINIO_BUCKET; `aws s3 ls --endpoint-url MINIO_ENDPOINT` lists the buckets".into()
-    } else if d.contains("signature")
-        || d.contains("accessdenied")
-        || d.contains("invalidaccesskey")
-        || d.contains("forbidden")
-    {
-        "check MINIO_ACCESS_KEY / MINIO_SECRET_KEY (or MINIO_ROOT_USER / MINIO_ROOT_PASSWORD) and MINIO_REGION".into()
-    } else if d.contains("certificate") || d.contains("tls handshake") {
-        "the endpoint's TLS certificate is not trusted: set MINIO_CA_FILE to the CA that signed it"
-            .into()
-    } else if d.contains("cannot reach") || d.contains("connect") || d.contains("timeout") {
-        "the endpoint is unreachable: check MINIO_ENDPOINT and that the server is running".into()
-    } else {
-        "check the MINIO_* settings and the server's log".into()
+fn pg_hint(cause: PgCause) -> &'static str {
+    match cause {
+        PgCause::Auth => {
+            "check POSTGRES_USER and POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE / DATABASE_URL)"
+        }
+        PgCause::UnknownDatabase => {
+            "check POSTGRES_DB (or the database in DATABASE_URL); `psql -l` lists the databases"
+        }
+        PgCause::Unreachable => {
+            "the server is unreachable: check POSTGRES_HOST and POSTGRES_PORT and that PostgreSQL is running (`pg_isready -h HOST -p PORT`)"
+        }
+        PgCause::Privileges => {
+            "the database user lacks privileges: back up as the database owner or a superuser"
+        }
+        PgCause::ServerGone => {
+            "the server ended the dump's connection: check the PostgreSQL log, then run the backup again"
+        }
+    }
+}
+
+fn s3_hint(kind: S3ErrorKind) -> &'static str {
+    match kind {
+        S3ErrorKind::NoSuchBucket => {
+            "check MINIO_BUCKET; `aws s3 ls --endpoint-url MINIO_ENDPOINT` lists the buckets"
+        }
+        S3ErrorKind::AccessDenied => {
+            "check MINIO_ACCESS_KEY / MINIO_SECRET_KEY (or MINIO_ROOT_USER / MINIO_ROOT_PASSWORD) and MINIO_REGION"
+        }
+        S3ErrorKind::BadRequest => "check MINIO_REGION and MINIO_ENDPOINT",
+        S3ErrorKind::Tls => {
+            "the endpoint's TLS certificate is not trusted: set MINIO_CA_FILE to the CA that signed it"
+        }
+        S3ErrorKind::Unreachable | S3ErrorKind::Timeout => {
+            "the endpoint is unreachable: check MINIO_ENDPOINT and that the server is running"
+        }
+        S3ErrorKind::NoSuchKey | S3ErrorKind::Service | S3ErrorKind::Other => {
+            "check the MINIO_* settings and the server's log"
+        }
     }
 }
 
@@ -224,26 +331,30 @@ mod tests {
             .exit_code(),
             exit::LOCKED
         );
-        assert_eq!(Error::Verification("x".into()).exit_code(), exit::VERIFY);
         assert_eq!(
-            Error::Step {
-                what: "a".into(),
-                detail: "b".into()
-            }
-            .exit_code(),
-            exit::FAILED
+            Error::verification("f", Problem::RecordModified).exit_code(),
+            exit::VERIFY
         );
+        assert_eq!(Error::step("a", "b").exit_code(), exit::FAILED);
     }
 
     #[test]
-    fn pg_hints_name_the_setting_to_check() {
-        let h = pg_hint("pg_dump: error: connection to server at \"127.0.0.1\", port 5 failed: FATAL:  password authentication failed for user \"x\"").unwrap();
-        assert!(h.contains("POSTGRES_PASSWORD"));
-        let h = pg_hint("FATAL:  database \"nope\" does not exist").unwrap();
-        assert!(h.contains("POSTGRES_DB"));
-        let h = pg_hint("connection to server at \"127.0.0.1\", port 1 failed: Connection refused")
-            .unwrap();
-        assert!(h.contains("POSTGRES_HOST"));
-        assert!(pg_hint("something else").is_none());
+    fn hints_follow_the_cause() {
+        let e = Error::Child {
+            tool: "pg_dump".into(),
+            status: "exit code 1".into(),
+            stderr: "whatever it said".into(),
+            cause: Some(PgCause::Auth),
+        };
+        assert!(e.hint().unwrap().contains("POSTGRES_PASSWORD"));
+        let e = Error::Child {
+            tool: "pg_dump".into(),
+            status: "exit code 1".into(),
+            stderr: "x".into(),
+            cause: None,
+        };
+        assert!(e.hint().is_none());
+        let io = Error::io("cannot write", "/b", std::io::Error::from_raw_os_error(28));
+        assert!(io.hint().unwrap().contains("full"));
     }
 }

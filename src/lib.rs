@@ -16,7 +16,12 @@
 //! println!("run {} finished: {}", report.record.run_id, report.record.status);
 //! # Ok(()) }
 //! ```
+//!
+//! Layers, lowest first (a module imports only from layers below it): `units`, `redact`, `error`,
+//! `pipeline`, `catalog`, `sink`, `archive`, `retention`, `schedule`, `config`, `s3`, `source`,
+//! `progress`; then `notify`, `install`, `ops`, `server`. docs/ARCHITECTURE.md draws them.
 
+pub mod archive;
 pub mod catalog;
 pub mod config;
 pub mod error;
@@ -25,11 +30,13 @@ pub mod notify;
 pub mod ops;
 pub mod pipeline;
 pub mod progress;
+pub mod redact;
 pub mod retention;
 pub mod s3;
 pub mod schedule;
 pub mod server;
 pub mod sink;
 pub mod source;
+pub mod units;
 
 pub use error::{exit, Error, Result};

@@ -20,17 +20,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
-use crate::catalog::RunId;
-
-/// The state of a run as retention sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    Ok,
-    Partial,
-    Failed,
-    Incomplete,
-}
+use crate::catalog::{RunId, RunState};
 
 #[derive(Debug, Clone)]
 pub struct RunInfo {
@@ -189,7 +179,7 @@ pub fn plan(
                     ));
                 }
             }
-            RunState::Incomplete => {
+            RunState::Incomplete | RunState::Running | RunState::Unreadable => {
                 if age < policy.grace {
                     why.push("interrupted run, still inside the grace period".into());
                 }
@@ -204,7 +194,7 @@ pub fn plan(
                 ),
                 RunState::Partial => format!("partial run outside the {}-day window", policy.days),
                 RunState::Failed => format!("failed run outside the {}-day window", policy.days),
-                RunState::Incomplete => {
+                RunState::Incomplete | RunState::Running | RunState::Unreadable => {
                     "leftovers of an interrupted run, older than the grace period".into()
                 }
             });

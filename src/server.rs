@@ -10,12 +10,13 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 
-use crate::config::Config;
+use crate::config::{Config, ScheduleConfig};
 use crate::notify::metrics::{render, DaemonCounters};
 
 /// What the endpoints share with the scheduler.
 pub struct DaemonState {
     pub cfg: Config,
+    pub schedule: ScheduleConfig,
     pub started_at: DateTime<Utc>,
     pub counters: DaemonCounters,
     pub next_run: std::sync::Mutex<Option<DateTime<Utc>>>,
@@ -44,19 +45,19 @@ async fn metrics(State(s): State<Arc<DaemonState>>) -> impl IntoResponse {
 /// Healthy while the newest good backup is younger than one schedule period plus the run
 /// timeout, or while no scheduled run has been due since the daemon started.
 pub fn health(s: &DaemonState, now: DateTime<Utc>) -> (bool, serde_json::Value) {
-    let sched = &s.cfg.daemon.schedule;
+    let sched = &s.schedule.schedule;
     let timeout =
-        chrono::Duration::from_std(s.cfg.daemon.timeout).unwrap_or(chrono::Duration::hours(6));
+        chrono::Duration::from_std(s.schedule.timeout).unwrap_or(chrono::Duration::hours(6));
     let period = sched.period_after(now).unwrap_or(chrono::Duration::days(1));
     let first_due = sched.next_after(s.started_at);
     let nothing_due_yet = first_due.is_none_or(|t| now < t + timeout);
-    let last_success = crate::sink::local::BackupDir::open(&s.cfg.backup.dir)
+    let last_success = crate::sink::local::BackupDir::open(&s.cfg.backup_dir())
         .ok()
         .and_then(|d| crate::catalog::Catalog::new(d).records().ok())
         .and_then(|rs| {
             rs.into_iter()
                 .rev()
-                .find(|r| r.status == crate::catalog::RunStatus::Ok)
+                .find(|r| r.status == crate::catalog::RunState::Ok)
         })
         .map(|r| r.finished_at.unwrap_or(r.started_at));
     let fresh = last_success.is_some_and(|t| now - t <= period + timeout);
@@ -92,8 +93,8 @@ async fn index(State(s): State<Arc<DaemonState>>) -> impl IntoResponse {
         "stackback {}\nhealth: {}\nschedule: {} ({})\nnext run: {}\nlast success: {}\nendpoints: /metrics /healthz\n",
         env!("CARGO_PKG_VERSION"),
         if ok { "ok" } else { "STALE" },
-        s.cfg.daemon.schedule.expr(),
-        s.cfg.backup.timezone,
+        s.schedule.schedule.expr(),
+        s.schedule.schedule.tz(),
         body["next_run"],
         body["last_success"],
     )

@@ -6,16 +6,11 @@ mod support;
 use std::path::Path;
 
 use chrono::{Duration, TimeZone, Utc};
-use stackback::catalog::{RunId, RunRecord, RunStatus};
+use stackback::catalog::{RunId, RunRecord, RunState, Step};
 use support::*;
 
 /// Copies the real run in `dir` as a run that started at `when`, with `status`.
-fn fabricate(
-    dir: &Path,
-    real: &RunRecord,
-    when: chrono::DateTime<Utc>,
-    status: RunStatus,
-) -> RunId {
+fn fabricate(dir: &Path, real: &RunRecord, when: chrono::DateTime<Utc>, status: RunState) -> RunId {
     let id = RunId::from_time(when);
     let mut rec = real.clone();
     rec.run_id = id.clone();
@@ -23,12 +18,12 @@ fn fabricate(
     rec.finished_at = Some(when + Duration::seconds(5));
     rec.status = status;
     rec.prune = None;
-    if status == RunStatus::Failed {
+    if status == RunState::Failed {
         rec.artifacts.clear();
-        rec.failed_step = Some("database".into());
+        rec.failed_step = Some(Step::Database);
         rec.error = Some("pg_dump failed (exit code 1): connection refused".into());
     }
-    if status == RunStatus::Running {
+    if status == RunState::Running {
         rec.finished_at = None;
     }
     for a in &mut rec.artifacts {
@@ -36,11 +31,11 @@ fn fabricate(
         std::fs::copy(dir.join(&a.file), dir.join(&new)).unwrap();
         a.file = new;
     }
-    if status == RunStatus::Running {
+    if status == RunState::Running {
         // A killed run: its artifact made it to its final name, the record never said so.
         rec.artifacts.clear();
     }
-    std::fs::write(dir.join(RunRecord::file_name(&id)), rec.to_json()).unwrap();
+    std::fs::write(dir.join(id.record_file()), rec.to_json()).unwrap();
     id
 }
 
@@ -73,16 +68,16 @@ fn prune_keeps_the_window_and_the_last_good_backup_and_removes_leftovers() {
             dir,
             &real,
             base - Duration::days(d),
-            RunStatus::Ok,
+            RunState::Ok,
         ));
     }
-    let failed = fabricate(dir, &real, base + Duration::hours(6), RunStatus::Failed);
-    let old_failed = fabricate(dir, &real, base - Duration::days(30), RunStatus::Failed);
+    let failed = fabricate(dir, &real, base + Duration::hours(6), RunState::Failed);
+    let old_failed = fabricate(dir, &real, base - Duration::days(30), RunState::Failed);
     let killed = fabricate(
         dir,
         &real,
         base - Duration::days(3) + Duration::hours(1),
-        RunStatus::Running,
+        RunState::Running,
     );
     std::fs::write(
         dir.join(format!(".stackback-tmp.db_{db}_{killed}.sql.gz.abc123")),
@@ -104,7 +99,7 @@ fn prune_keeps_the_window_and_the_last_good_backup_and_removes_leftovers() {
     for f in &real_files {
         std::fs::remove_file(dir.join(f)).unwrap();
     }
-    std::fs::remove_file(dir.join(RunRecord::file_name(&real.run_id))).unwrap();
+    std::fs::remove_file(dir.join(real.run_id.record_file())).unwrap();
     assert_list_matches_disk(dir, &env);
 
     // Dry run: every decision with its reason, nothing deleted.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{ArtifactKind, Catalog, RunRecord, RunStatus};
+use crate::catalog::{ArtifactKind, Catalog, RunRecord, RunState};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::sink::local::BackupDir;
@@ -43,12 +43,12 @@ impl RunCounters {
     }
 
     /// Counts a finished run (the caller holds the directory lock).
-    pub fn bump(dir: &BackupDir, status: RunStatus) -> Result<()> {
+    pub fn bump(dir: &BackupDir, status: RunState) -> Result<()> {
         let mut c = RunCounters::load(dir);
         match status {
-            RunStatus::Ok => c.ok += 1,
-            RunStatus::Partial => c.partial += 1,
-            RunStatus::Failed | RunStatus::Running => c.failed += 1,
+            RunState::Ok => c.ok += 1,
+            RunState::Partial => c.partial += 1,
+            _ => c.failed += 1,
         }
         dir.write_atomic(
             COUNTERS,
@@ -74,24 +74,24 @@ fn has(r: &RunRecord, label: &str) -> bool {
 /// `daemon` is `None` outside the daemon: a manual run's push then leaves the daemon-only counter
 /// out instead of resetting it.
 pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
-    let records = match BackupDir::open(&cfg.backup.dir) {
+    let records = match BackupDir::open(&cfg.backup_dir()) {
         Ok(d) => Catalog::new(d).records()?,
         Err(Error::NotFound(_)) => Vec::new(),
         Err(e) => return Err(e),
     };
-    let counters = BackupDir::open(&cfg.backup.dir)
+    let counters = BackupDir::open(&cfg.backup_dir())
         .map(|d| RunCounters::load(&d))
         .unwrap_or_default();
     let finished: Vec<&RunRecord> = records
         .iter()
-        .filter(|r| r.status != RunStatus::Running)
+        .filter(|r| r.status != RunState::Running)
         .collect();
     let last = finished.last().copied();
     let mut types = vec!["database"];
-    if cfg.objects.s3_enabled()
-        || cfg.objects.data_dir.is_some()
-        || records.iter().any(|r| has(r, "objects"))
-    {
+    let objects_configured = cfg
+        .objects()
+        .is_ok_and(|o| o.s3_enabled() || o.data_dir.is_some());
+    if objects_configured || records.iter().any(|r| has(r, "objects")) {
         types.push("objects");
     }
 
@@ -118,7 +118,7 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
                 .map(|ty| {
                     (
                         format!("{{type=\"{ty}\"}}"),
-                        if has(r, ty) && r.status != RunStatus::Failed {
+                        if has(r, ty) && r.status != RunState::Failed {
                             1.0
                         } else {
                             0.0
@@ -218,7 +218,7 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
         "Runs with status ok in the backup directory.",
         vec![(
             String::new(),
-            records.iter().filter(|r| r.status == RunStatus::Ok).count() as f64,
+            records.iter().filter(|r| r.status == RunState::Ok).count() as f64,
         )],
     );
     Ok(t)

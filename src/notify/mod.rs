@@ -14,11 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{RunRecord, RunStatus};
-use crate::config::{AlertOn, Config};
-
-/// Prefix of a run warning about free space (so alerts can tell it from pg_dump's chatter).
-pub const LOW_SPACE: &str = "low free space:";
+use crate::catalog::{RunRecord, RunState, Step};
+use crate::config::{AlertOn, Config, NotifyConfig};
+use crate::redact::Redactor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,8 +34,8 @@ pub struct Event {
     pub event: EventKind,
     pub run_id: Option<String>,
     pub host: String,
-    pub status: Option<String>,
-    pub failed_step: Option<String>,
+    pub status: Option<RunState>,
+    pub failed_step: Option<Step>,
     pub error: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -45,7 +43,7 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn test(cfg: &Config) -> Event {
+    pub fn test(cfg: &NotifyConfig) -> Event {
         Event {
             event: EventKind::Test,
             run_id: None,
@@ -55,7 +53,18 @@ impl Event {
             error: None,
             started_at: None,
             finished_at: Some(Utc::now()),
-            backup_dir: cfg.backup.dir.display().to_string(),
+            backup_dir: cfg.backup_dir.display().to_string(),
+        }
+    }
+
+    /// A failure before any run record existed (the directory, the lock, a setting).
+    pub fn start_failure(cfg: &NotifyConfig, error: String) -> Event {
+        Event {
+            event: EventKind::Failure,
+            status: Some(RunState::Failed),
+            failed_step: Some(Step::Start),
+            error: Some(error),
+            ..Event::test(cfg)
         }
     }
 
@@ -65,13 +74,15 @@ impl Event {
         match self.event {
             EventKind::Failure => format!(
                 "stackback: backup {} on {} (run {run}, step {})",
-                if self.status.as_deref() == Some("partial") {
+                if self.status == Some(RunState::Partial) {
                     "PARTIALLY FAILED"
                 } else {
                     "FAILED"
                 },
                 self.host,
-                self.failed_step.as_deref().unwrap_or("?")
+                self.failed_step
+                    .as_ref()
+                    .map_or_else(|| "?".to_string(), Step::to_string)
             ),
             EventKind::Warning => format!("stackback: backup warning on {} (run {run})", self.host),
             EventKind::Recovered => {
@@ -112,37 +123,40 @@ impl Event {
 }
 
 /// The events a finished run deserves under the alert policy.
-pub fn events_for(cfg: &Config, rec: &RunRecord, previous: Option<&RunRecord>) -> Vec<Event> {
+pub fn events_for(cfg: &NotifyConfig, rec: &RunRecord, previous: Option<&RunRecord>) -> Vec<Event> {
     let base = |event: EventKind, error: Option<String>| Event {
         event,
         run_id: Some(rec.run_id.to_string()),
         host: rec.host.clone(),
-        status: Some(rec.status.to_string()),
+        status: Some(rec.status),
         failed_step: rec.failed_step.clone(),
         error,
         started_at: Some(rec.started_at),
         finished_at: rec.finished_at,
-        backup_dir: cfg.backup.dir.display().to_string(),
+        backup_dir: cfg.backup_dir.display().to_string(),
     };
     let mut out = Vec::new();
-    if rec.status != RunStatus::Ok {
+    if rec.status != RunState::Ok {
         out.push(base(EventKind::Failure, rec.error.clone()));
         return out;
     }
-    let mut warnings: Vec<String> = rec
-        .warnings
-        .iter()
-        .filter(|w| w.starts_with(LOW_SPACE))
-        .cloned()
-        .collect();
+    let mut warnings: Vec<String> = Vec::new();
+    if let Some(low) = &rec.low_space {
+        warnings.push(format!(
+            "low free space: only {} free in {}; the last backup took {}",
+            crate::units::human_bytes(low.free_bytes),
+            cfg.backup_dir.display(),
+            crate::units::human_bytes(low.previous_bytes)
+        ));
+    }
     if let Some(e) = rec.prune.as_ref().and_then(|p| p.error.clone()) {
         warnings.push(format!("pruning old backups failed: {e}"));
     }
     if !warnings.is_empty() {
         out.push(base(EventKind::Warning, Some(warnings.join("; "))));
     }
-    let was_bad = previous.is_some_and(|p| p.status != RunStatus::Ok);
-    match cfg.notify.on {
+    let was_bad = previous.is_some_and(|p| p.status != RunState::Ok);
+    match cfg.on {
         AlertOn::Always => out.push(base(EventKind::Success, None)),
         AlertOn::Change if was_bad => out.push(base(EventKind::Recovered, None)),
         _ => {}
@@ -159,21 +173,32 @@ pub struct ChannelResult {
 }
 
 /// Sends an event to every configured channel.
-pub async fn send(cfg: &Config, ev: &Event) -> Vec<ChannelResult> {
+pub async fn send(cfg: &NotifyConfig, redactor: &Redactor, ev: &Event) -> Vec<ChannelResult> {
     let mut out = Vec::new();
-    if let Some(url) = &cfg.notify.webhook_url {
-        let r = retry(|| webhook::post(url.expose(), cfg.notify.webhook_format, ev)).await;
-        out.push(result("webhook", r, cfg));
+    if let Some(url) = &cfg.webhook_url {
+        let r = retry(|| webhook::post(url.expose(), cfg.webhook_format, ev)).await;
+        out.push(result("webhook", r, redactor));
     }
-    if !cfg.notify.emails.is_empty() {
-        let r = retry(|| email::send(&cfg.notify.smtp, &cfg.notify.emails, ev)).await;
-        out.push(result("email", r, cfg));
+    if !cfg.emails.is_empty() {
+        let r = retry(|| email::send(&cfg.smtp, &cfg.emails, ev)).await;
+        out.push(result("email", r, redactor));
     }
     out
 }
 
-fn result(channel: &str, r: Result<String, String>, cfg: &Config) -> ChannelResult {
-    let redactor = cfg.redactor();
+/// Pings the heartbeat URL (the good one, or `<url>/fail`), when one is configured.
+pub async fn heartbeat(cfg: &NotifyConfig, redactor: &Redactor, ok: bool) -> Option<ChannelResult> {
+    let url = cfg.heartbeat_url.as_ref()?;
+    let target = if ok {
+        url.expose().to_string()
+    } else {
+        format!("{}/fail", url.expose().trim_end_matches('/'))
+    };
+    let r = retry(|| webhook::ping(&target)).await;
+    Some(result("heartbeat", r, redactor))
+}
+
+fn result(channel: &str, r: Result<String, String>, redactor: &Redactor) -> ChannelResult {
     match r {
         Ok(d) => ChannelResult {
             channel: channel.into(),
@@ -223,35 +248,38 @@ pub struct NotifyReport {
 /// Alerts, heartbeat and metrics push for a finished run. Never fails.
 pub async fn after_run(
     cfg: &Config,
+    notify: &NotifyConfig,
     rec: &RunRecord,
     daemon: Option<&metrics::DaemonCounters>,
 ) -> NotifyReport {
+    let redactor = cfg.redactor();
     let mut report = NotifyReport::default();
-    let previous = crate::sink::local::BackupDir::open(&cfg.backup.dir)
+    let previous = crate::sink::local::BackupDir::open(&cfg.backup_dir())
         .ok()
         .and_then(|d| crate::catalog::Catalog::new(d).records().ok())
         .and_then(|rs| rs.into_iter().rfind(|r| r.run_id < rec.run_id));
-    for ev in events_for(cfg, rec, previous.as_ref()) {
+    for ev in events_for(notify, rec, previous.as_ref()) {
         report.events.push(ev.event);
-        report.channels.extend(send(cfg, &ev).await);
+        report.channels.extend(send(notify, &redactor, &ev).await);
     }
-    if let Some(url) = &cfg.notify.heartbeat_url {
-        let target = if rec.status == RunStatus::Ok {
-            url.expose().to_string()
-        } else {
-            format!("{}/fail", url.expose().trim_end_matches('/'))
-        };
-        let r = retry(|| webhook::ping(&target)).await;
-        report.heartbeat = Some(result("heartbeat", r, cfg));
-    }
-    if let Some(url) = &cfg.notify.pushgateway_url {
-        let r = match metrics::render(cfg, daemon) {
-            Ok(text) => retry(|| metrics::push(url, &text)).await,
-            Err(e) => Err(e.to_string()),
-        };
-        report.pushgateway = Some(result("pushgateway", r, cfg));
-    }
+    report.heartbeat = heartbeat(notify, &redactor, rec.status == RunState::Ok).await;
+    report.pushgateway = push_metrics(cfg, notify, &redactor, daemon).await;
     report
+}
+
+/// Pushes the metrics rendered from the run records, when a Pushgateway is configured.
+pub async fn push_metrics(
+    cfg: &Config,
+    notify: &NotifyConfig,
+    redactor: &Redactor,
+    daemon: Option<&metrics::DaemonCounters>,
+) -> Option<ChannelResult> {
+    let url = notify.pushgateway_url.as_ref()?;
+    let r = match metrics::render(cfg, daemon) {
+        Ok(text) => retry(|| metrics::push(url, &text)).await,
+        Err(e) => Err(e.to_string()),
+    };
+    Some(result("pushgateway", r, redactor))
 }
 
 /// An HTTP client with a timeout: no channel may hang a run.

@@ -1,9 +1,10 @@
 //! One backup run: lock, record start, pre-flight, database, globals, buckets, verify, record end.
 //!
-//! The run record is written when the run starts (status `running`) and rewritten at the end, after
+//! The run record is written when the run starts (state `running`) and rewritten at the end, after
 //! every artifact was written and verified; a failed run removes the artifacts it wrote so nothing
 //! it leaves could pass for a backup, except a verified database artifact when only a later step
-//! failed (status `partial`). Steps report errors; this module decides what they mean for the run.
+//! failed (state `partial`). Steps report errors; this module decides what they mean for the run.
+//! Retention runs only after an `ok` run is recorded.
 
 use std::time::Instant;
 
@@ -11,20 +12,22 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::catalog::{
-    ArtifactKind, ArtifactRecord, Catalog, RunId, RunRecord, RunStatus, Verification,
+    ArtifactKind, ArtifactRecord, Catalog, LowSpace, PruneSummary, RunId, RunRecord, RunState,
+    Step, Verification,
 };
-use crate::config::{Config, Redactor};
+use crate::config::{Config, ObjectsConfig, PostgresConfig, StoreConfig, Thresholds};
 use crate::error::{Error, Result};
-use crate::ops::verify::{check_artifact, human_bytes, Thresholds};
-use crate::ops::ArtifactWriter;
-use crate::sink::local::BackupDir;
+use crate::progress::Progress;
+use crate::redact::Redactor;
+use crate::sink::local::{ArtifactWriter, BackupDir};
 use crate::source::postgres::{self, select_tool, ToolSearch};
+use crate::units::human_bytes;
 
 /// What `stackback run` did.
 #[derive(Debug)]
 pub struct RunReport {
     pub record: RunRecord,
-    /// Why the run failed or was partial; `None` when the status is ok.
+    /// Why the run failed or was partial; `None` when the state is ok.
     pub error: Option<Error>,
 }
 
@@ -41,29 +44,32 @@ const FREE_MARGIN: u64 = 64 << 20;
 /// Runs one backup of everything configured.
 ///
 /// # Errors
-/// Only when no run could be started (directory cannot be created, locked by another run, run
-/// record cannot be written). Everything later is reported in [`RunReport`] and its record.
+/// Only when no run could be started (a setting the run needs is invalid, the directory cannot be
+/// created, another run holds the lock, the run record cannot be written). Everything later is
+/// reported in [`RunReport`] and its record.
 pub async fn run(cfg: &Config) -> Result<RunReport> {
-    run_until(cfg, std::future::pending()).await
+    run_until(cfg, std::future::pending(), &Progress::default()).await
 }
 
 /// Like [`run`], but aborts the run cleanly when `stop` completes first (a timeout, a shutdown):
 /// children are killed, temp files removed, and the record says failed with `stop`'s reason.
+/// Progress is counted into `progress` for a front end to display.
 pub async fn run_until(
     cfg: &Config,
     stop: impl std::future::Future<Output = String>,
+    progress: &Progress,
 ) -> Result<RunReport> {
-    run_observed(cfg, stop, &crate::progress::Progress::default()).await
-}
-
-/// Like [`run_until`], counting progress into `progress` for a front end to display.
-pub async fn run_observed(
-    cfg: &Config,
-    stop: impl std::future::Future<Output = String>,
-    progress: &crate::progress::Progress,
-) -> Result<RunReport> {
-    cfg.objects.check_for_backup()?;
-    let dir = BackupDir::create(&cfg.backup.dir)?;
+    let objects = cfg.objects()?;
+    objects.check_for_backup()?;
+    let sections = Sections {
+        postgres: cfg.postgres()?,
+        store: *cfg.store()?,
+        thresholds: *cfg.thresholds()?,
+        objects,
+    };
+    // Refused now, not after a backup: an empty policy is a configuration error.
+    let retention = cfg.retention()?;
+    let dir = BackupDir::create(&cfg.backup_dir())?;
     let _lock = dir.lock()?;
     let catalog = Catalog::new(dir.clone());
     let (run_id, started_at) = unique_run_id(&dir).await?;
@@ -73,59 +79,25 @@ pub async fn run_observed(
 
     let redactor = cfg.redactor();
     let mut ctx = RunCtx {
-        cfg,
+        cfg: &sections,
         dir: &dir,
         redactor: &redactor,
         rec: &mut rec,
-        step: "preflight".into(),
+        step: Step::Preflight,
         progress,
     };
     let result = tokio::select! {
         r = ctx.steps() => r,
-        reason = stop => Err(Error::Step { what: "backup run".into(), detail: reason }),
+        reason = stop => Err(Error::step("backup run", reason)),
     };
-    let step = std::mem::take(&mut ctx.step);
-
+    let step = std::mem::replace(&mut ctx.step, Step::Preflight);
     let error = match result {
         Ok(()) => {
-            rec.status = RunStatus::Ok;
+            rec.status = RunState::Ok;
             None
         }
         Err(e) => {
-            let db_ok = rec
-                .artifacts
-                .iter()
-                .any(|a| a.kind == ArtifactKind::Database && a.verification.ok);
-            rec.status = if db_ok && step != "database" && step != "preflight" && step != "verify" {
-                RunStatus::Partial
-            } else {
-                RunStatus::Failed
-            };
-            if rec.status == RunStatus::Failed {
-                rec.artifacts.clear();
-            }
-            // Whatever this run wrote that its record does not list cannot pass for a backup:
-            // an artifact cut off by an abort between commit and verification, say.
-            let keep: std::collections::HashSet<&str> = rec
-                .artifacts
-                .iter()
-                .flat_map(|a| std::iter::once(a.file.as_str()).chain(a.index_file.as_deref()))
-                .collect();
-            for name in dir.file_names()? {
-                if !name.starts_with("run_")
-                    && !keep.contains(name.as_str())
-                    && RunId::from_artifact_name(&name).as_ref() == Some(&run_id)
-                {
-                    dir.remove(&name)?;
-                }
-            }
-            let mut text = redactor.redact(&e.to_string());
-            if let Some(h) = e.hint() {
-                text.push_str(&format!(" (hint: {h})"));
-            }
-            warn!(run = %run_id, step = %step, error = %redactor.redact(&e.to_string()), "backup run failed");
-            rec.failed_step = Some(step);
-            rec.error = Some(text);
+            record_failure(&catalog, &mut rec, step, &e, &redactor)?;
             Some(e)
         }
     };
@@ -135,38 +107,77 @@ pub async fn run_observed(
     if let Err(e) = crate::notify::metrics::RunCounters::bump(&dir, rec.status) {
         warn!(error = %e, "cannot update the run counters");
     }
-    if rec.status == RunStatus::Ok {
+    if rec.status == RunState::Ok {
         // Only now, with a fresh backup verified and recorded, may old ones go.
-        let opts = crate::ops::prune::PruneOptions {
-            current: Some(run_id.clone()),
-            ..Default::default()
-        };
-        let pruned = crate::ops::prune::prune_locked(
-            &dir,
-            &cfg.backup.retention,
-            cfg.backup.timezone,
-            Utc::now(),
-            &opts,
-        );
-        rec.prune = Some(match pruned {
-            Ok(p) => crate::catalog::PruneSummary {
-                deleted_runs: p.deleted_runs(),
-                freed_bytes: p.freed_bytes,
-                error: None,
-            },
-            Err(e) => {
-                warn!(error = %e, "pruning old backups failed; the new backup is good");
-                crate::catalog::PruneSummary {
-                    deleted_runs: Vec::new(),
-                    freed_bytes: 0,
-                    error: Some(redactor.redact(&e.to_string())),
-                }
-            }
-        });
+        rec.prune = Some(prune_after(&dir, retention, &run_id, &redactor));
         catalog.write(&rec)?;
     }
     info!(run = %run_id, status = %rec.status, "backup run finished");
     Ok(RunReport { record: rec, error })
+}
+
+/// Marks the run partial or failed, and removes whatever it wrote that could pass for a backup.
+fn record_failure(
+    catalog: &Catalog,
+    rec: &mut RunRecord,
+    step: Step,
+    e: &Error,
+    redactor: &Redactor,
+) -> Result<()> {
+    let db_ok = rec
+        .artifacts
+        .iter()
+        .any(|a| a.kind == ArtifactKind::Database && a.verification.ok);
+    let later_step = matches!(step, Step::Globals | Step::Volume | Step::Objects(_));
+    rec.status = if db_ok && later_step {
+        RunState::Partial
+    } else {
+        RunState::Failed
+    };
+    if rec.status == RunState::Failed {
+        rec.artifacts.clear();
+    }
+    // Whatever this run wrote that its record does not list cannot pass for a backup: an
+    // artifact cut off by an abort between commit and verification, say.
+    let keep = rec.files().map(String::from).collect();
+    for name in catalog.strays(&rec.run_id, &keep)? {
+        catalog.dir().remove(&name)?;
+    }
+    let mut text = redactor.redact(&e.to_string());
+    if let Some(h) = e.hint() {
+        text.push_str(&format!(" (hint: {h})"));
+    }
+    warn!(run = %rec.run_id, step = %step, error = %redactor.redact(&e.to_string()), "backup run failed");
+    rec.failed_step = Some(step);
+    rec.error = Some(text);
+    Ok(())
+}
+
+fn prune_after(
+    dir: &BackupDir,
+    retention: &crate::config::RetentionConfig,
+    run_id: &RunId,
+    redactor: &Redactor,
+) -> PruneSummary {
+    let opts = crate::ops::prune::PruneOptions {
+        current: Some(run_id.clone()),
+        ..Default::default()
+    };
+    match crate::ops::prune::prune_locked(dir, retention, Utc::now(), &opts) {
+        Ok(p) => PruneSummary {
+            deleted_runs: p.deleted_runs(),
+            freed_bytes: p.freed_bytes,
+            error: None,
+        },
+        Err(e) => {
+            warn!(error = %e, "pruning old backups failed; the new backup is good");
+            PruneSummary {
+                deleted_runs: Vec::new(),
+                freed_bytes: 0,
+                error: Some(redactor.redact(&e.to_string())),
+            }
+        }
+    }
 }
 
 /// The run's start time, as an id no file in the directory uses yet.
@@ -184,60 +195,61 @@ async fn unique_run_id(dir: &BackupDir) -> Result<(RunId, DateTime<Utc>)> {
     }
 }
 
+/// The sections of the configuration a run uses.
+struct Sections<'a> {
+    postgres: &'a PostgresConfig,
+    store: StoreConfig,
+    thresholds: Thresholds,
+    objects: &'a ObjectsConfig,
+}
+
 struct RunCtx<'a> {
-    cfg: &'a Config,
+    cfg: &'a Sections<'a>,
     dir: &'a BackupDir,
     redactor: &'a Redactor,
     rec: &'a mut RunRecord,
-    step: String,
-    progress: &'a crate::progress::Progress,
+    step: Step,
+    progress: &'a Progress,
 }
 
 impl RunCtx<'_> {
     async fn steps(&mut self) -> Result<()> {
-        self.step = "preflight".into();
+        self.step = Step::Preflight;
         self.preflight()?;
-        self.step = "database".into();
+        self.step = Step::Database;
         self.database().await?;
         if self.cfg.postgres.globals {
-            self.step = "globals".into();
+            self.step = Step::Globals;
             self.globals().await?;
         }
-        let objects = &self.cfg.objects;
+        let objects = self.cfg.objects;
         if let Some(data_dir) = &objects.data_dir {
-            self.step = "volume".into();
+            self.step = Step::Volume;
             self.volume(data_dir.clone()).await?;
         } else if objects.s3_enabled() {
             let client = crate::s3::client(objects, None)?;
             for bucket in &objects.buckets {
-                self.step = format!("objects:{bucket}");
+                self.step = Step::Objects(bucket.clone());
                 self.bucket(&client, bucket).await?;
             }
         }
         Ok(())
     }
 
-    fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            min_db_bytes: self.cfg.backup.min_db_bytes,
-            min_objects_bytes: self.cfg.backup.min_objects_bytes,
-        }
-    }
-
     /// Free space: a hard floor (BACKUP_MIN_FREE_BYTES) and a warning below the last run's size.
     fn preflight(&mut self) -> Result<()> {
         let (free, _total) = self.dir.space()?;
-        let min = self.cfg.backup.min_free_bytes;
+        let min = self.cfg.store.min_free_bytes;
         if min > 0 && free < min {
-            return Err(Error::Step {
-                what: "pre-flight check".into(),
-                detail: format!(
+            return Err(Error::step(
+                "pre-flight check",
+                format!(
                     "only {} free on the volume of {}, below BACKUP_MIN_FREE_BYTES ({}): free space or lower the retention",
                     human_bytes(free),
                     self.dir.path().display(),
                     human_bytes(min)
                 ),
-            });
+            ));
         }
         let catalog = Catalog::new(self.dir.clone());
         let previous: u64 = catalog
@@ -249,58 +261,87 @@ impl RunCtx<'_> {
             .unwrap_or(0);
         if previous > 0 && free < previous + FREE_MARGIN {
             let msg = format!(
-                "{} only {} free in {}; the last backup took {}",
-                crate::notify::LOW_SPACE,
+                "low free space: only {} free in {}; the last backup took {}",
                 human_bytes(free),
                 self.dir.path().display(),
                 human_bytes(previous)
             );
             warn!("{msg}");
             self.rec.warnings.push(msg);
+            self.rec.low_space = Some(LowSpace {
+                free_bytes: free,
+                previous_bytes: previous,
+            });
         }
         Ok(())
     }
 
     async fn database(&mut self) -> Result<()> {
-        let pg = &self.cfg.postgres;
+        let pg = self.cfg.postgres;
         let search = ToolSearch::system(pg.pg_dump.clone());
         let tools = search.tools("pg_dump").await?;
-        let server = match postgres::server_version(pg).await {
-            Ok(v) => Some(v),
+        let probe = postgres::probe(pg).await;
+        let server = match &probe {
+            Ok(v) => Some(v.clone()),
             Err(e) => {
                 // pg_dump will meet the same problem and say it in its own words.
                 warn!(error = %self.redactor.redact(&e.to_string()), "could not ask the server its version");
                 None
             }
         };
-        let tool = select_tool("pg_dump", &tools, server.as_ref().map(|s| s.0))?.clone();
+        let tool = select_tool("pg_dump", &tools, server.as_ref().map(|s| s.major))?.clone();
         self.rec.pg_dump_version = Some(tool.version.clone());
         self.progress
-            .start_step("database", server.as_ref().map(|s| s.2));
-        self.rec.server_version = server.map(|s| s.1);
+            .start_step("database", server.as_ref().map(|s| s.db_bytes));
+        self.rec.server_version = server.map(|s| s.version);
         info!(pg_dump = %tool.path.display(), version = %tool.version, db = %pg.db, "dumping database");
         let cmd = postgres::database_command(&tool, pg);
-        self.dump_sql(ArtifactKind::Database, "db", "pg_dump", cmd)
-            .await
+        let dumped = self.dump_sql(ArtifactKind::Database, "pg_dump", cmd).await;
+        match dumped {
+            Err(Error::Child {
+                tool,
+                status,
+                stderr,
+                cause: None,
+            }) => {
+                // The probe's typed cause explains the failure; else ask the server now.
+                let cause = match probe {
+                    Err(Error::Postgres { cause, .. }) => cause,
+                    _ => postgres::diagnose(pg).await,
+                };
+                Err(Error::Child {
+                    tool,
+                    status,
+                    stderr,
+                    cause,
+                })
+            }
+            other => other,
+        }
     }
 
     /// Streams a dump command's output into a new artifact, then verifies it.
     async fn dump_sql(
         &mut self,
         kind: ArtifactKind,
-        prefix: &str,
         tool: &str,
         cmd: tokio::process::Command,
     ) -> Result<()> {
         let db = self.cfg.postgres.db.clone();
-        let name = self.artifact_name(prefix, &db, ".sql");
+        let name = self.artifact_name(kind, &db);
         let started = Utc::now();
         let t0 = Instant::now();
         let mut w = self.writer(&name)?;
         let temp = w.temp_path().to_path_buf();
-        let outcome =
-            crate::source::run_child(cmd, tool, w.sink(), &temp, self.redactor, self.progress)
-                .await?;
+        let outcome = crate::source::child::stream_stdout(
+            cmd,
+            tool,
+            w.sink(),
+            &temp,
+            self.redactor,
+            self.progress,
+        )
+        .await?;
         if !outcome.stderr.is_empty() {
             self.rec
                 .warnings
@@ -315,13 +356,13 @@ impl RunCtx<'_> {
         ArtifactWriter::new(
             self.dir,
             name,
-            self.cfg.backup.compression,
-            self.cfg.backup.compression_level,
+            self.cfg.store.compression,
+            self.cfg.store.compression_level,
         )
     }
 
     async fn globals(&mut self) -> Result<()> {
-        let pg = &self.cfg.postgres;
+        let pg = self.cfg.postgres;
         let search = ToolSearch::system(pg.pg_dump.clone());
         let tools = search.tools("pg_dumpall").await?;
         let server_major = self
@@ -333,23 +374,19 @@ impl RunCtx<'_> {
         let tool = select_tool("pg_dumpall", &tools, server_major)?.clone();
         self.progress.start_step("globals", None);
         let cmd = postgres::globals_command(&tool, pg);
-        self.dump_sql(ArtifactKind::Globals, "globals", "pg_dumpall", cmd)
+        self.dump_sql(ArtifactKind::Globals, "pg_dumpall", cmd)
             .await
     }
 
-    fn artifact_name(&self, prefix: &str, source: &str, suffix: &str) -> String {
-        format!(
-            "{prefix}_{source}_{}{suffix}{}",
-            self.rec.run_id,
-            self.cfg.backup.compression.extension()
-        )
+    fn artifact_name(&self, kind: ArtifactKind, source: &str) -> String {
+        kind.file_name(source, &self.rec.run_id, self.cfg.store.compression)
     }
 
     async fn bucket(&mut self, client: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
-        let objects = &self.cfg.objects;
-        crate::source::bucket::check_bucket(client, bucket).await?;
-        let name = self.artifact_name("minio", bucket, ".tar");
-        let index_name = crate::ops::archive::index_file_name(&name);
+        let objects = self.cfg.objects;
+        crate::s3::check_bucket(client, bucket).await?;
+        let name = self.artifact_name(ArtifactKind::Objects, bucket);
+        let index_name = crate::catalog::index_file_name(&name);
         info!(
             bucket,
             prefix = objects.prefix.as_deref().unwrap_or(""),
@@ -411,25 +448,20 @@ impl RunCtx<'_> {
                     .map(|n| n.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| "data".into());
-        let name = self.artifact_name("minio", &source, ".tar");
+        let name = self.artifact_name(ArtifactKind::Volume, &source);
         info!(dir = %data_dir.display(), "archiving data directory (volume mode)");
         let started = Utc::now();
         let t0 = Instant::now();
         let mut w = self.writer(&name)?;
-        let w = tokio::task::spawn_blocking(move || {
+        let w = crate::ops::blocking("archiving the data directory", move || {
             crate::source::dir::tar_directory(&data_dir, &mut w).map(|_| w)
         })
-        .await
-        .map_err(|e| Error::Step {
-            what: "archiving the data directory".into(),
-            detail: e.to_string(),
-        })??;
+        .await?;
         let digest = w.commit()?;
         let art = self.new_artifact(ArtifactKind::Volume, name, source, started, t0, digest);
         self.verify_and_add(art).await
     }
 
-    /// Adds the artifact to the record and verifies it from disk; a failed check removes the file.
     fn new_artifact(
         &self,
         kind: ArtifactKind,
@@ -443,7 +475,7 @@ impl RunCtx<'_> {
             kind,
             file,
             source,
-            compression: self.cfg.backup.compression,
+            compression: self.cfg.store.compression,
             stored_bytes: digest.stored_bytes,
             stored_sha256: digest.stored_sha256,
             plain_bytes: digest.plain_bytes,
@@ -462,24 +494,30 @@ impl RunCtx<'_> {
         }
     }
 
+    /// Verifies the artifact from disk and adds it to the record; a failed check removes the file.
     async fn verify_and_add(&mut self, mut art: ArtifactRecord) -> Result<()> {
         let dir = self.dir.path().to_path_buf();
-        let th = self.thresholds();
+        let th = self.cfg.thresholds;
         let to_check = art.clone();
-        let v = tokio::task::spawn_blocking(move || check_artifact(&dir, &to_check, &th))
-            .await
-            .map_err(|e| Error::Step {
-                what: "verification".into(),
-                detail: e.to_string(),
-            })?;
-        info!(file = %art.file, ok = v.ok, detail = %v.detail, "verified");
-        art.verification = v.clone();
-        if !v.ok {
-            self.dir.remove(&art.file)?;
-            if let Some(i) = &art.index_file {
-                self.dir.remove(i)?;
+        let checked = crate::ops::blocking("verification", move || {
+            Ok(crate::ops::verify::check_artifact(&dir, &to_check, &th))
+        })
+        .await?;
+        let (ok, detail) = match &checked {
+            Ok(d) => (true, d.clone()),
+            Err(p) => (false, p.to_string()),
+        };
+        info!(file = %art.file, ok, detail = %detail, "verified");
+        art.verification = Verification {
+            ok,
+            checked_at: Utc::now(),
+            detail,
+        };
+        if let Err(problem) = checked {
+            for f in art.files() {
+                self.dir.remove(f)?;
             }
-            return Err(Error::Verification(format!("{}: {}", art.file, v.detail)));
+            return Err(Error::verification(&art.file, problem));
         }
         self.rec.artifacts.push(art);
         Ok(())

@@ -1,57 +1,13 @@
 //! What is in a backup directory: runs (from their records), unmanaged files, leftovers; and the
-//! operator's summary of it (`status`). Also the naming of artifacts, shared with verification and
-//! retention. Reads only.
+//! operator's summary of it (`status`). Reads only.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{ArtifactKind, Catalog, Entry, RunId, RunRecord, RunStatus};
+use crate::catalog::{ArtifactKind, Catalog, Entry, RunId, RunRecord, RunState};
 use crate::error::Result;
 use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
-
-/// The kind of artifact a file name looks like, whoever wrote it (stackback or the seed's script):
-/// `db_<db>_<id>.sql[.gz|.zst]`, `globals_<db>_<id>.sql[...]`, `minio_<name>_<id>.tar[...]`.
-pub fn artifact_kind_of(name: &str) -> Option<ArtifactKind> {
-    RunId::from_artifact_name(name)?;
-    let is_sql = [".sql", ".sql.gz", ".sql.zst"]
-        .iter()
-        .any(|s| name.ends_with(s));
-    let is_tar = [".tar", ".tar.gz", ".tar.zst"]
-        .iter()
-        .any(|s| name.ends_with(s));
-    if name.starts_with("db_") && is_sql {
-        Some(ArtifactKind::Database)
-    } else if name.starts_with("globals_") && is_sql {
-        Some(ArtifactKind::Globals)
-    } else if name.starts_with("minio_") && is_tar {
-        Some(ArtifactKind::Objects)
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_names_are_recognised() {
-        assert_eq!(
-            artifact_kind_of("db_schedgen_20260101_020000.sql.gz"),
-            Some(ArtifactKind::Database)
-        );
-        assert_eq!(
-            artifact_kind_of("minio_schedgen-pdfs_20260101_020000.tar.gz"),
-            Some(ArtifactKind::Objects)
-        );
-        assert_eq!(
-            artifact_kind_of("db_x_20260101_020000.sql.zst"),
-            Some(ArtifactKind::Database)
-        );
-        assert_eq!(artifact_kind_of("run_20260101_020000.json"), None);
-        assert_eq!(artifact_kind_of("db_notes.txt"), None);
-    }
-}
+use crate::units::human_bytes;
 
 /// One run as `list` and `status` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -62,8 +18,8 @@ pub struct RunSummary {
     pub duration_seconds: Option<f64>,
     /// `ok`, `partial`, `failed`, `running`, `incomplete` (killed before it finished) or
     /// `unreadable` (the record cannot be parsed or was modified).
-    pub status: String,
-    pub failed_step: Option<String>,
+    pub status: RunState,
+    pub failed_step: Option<crate::catalog::Step>,
     pub error: Option<String>,
     pub artifacts: Vec<ArtifactSummary>,
     /// Stored bytes of this run's artifacts that are on disk.
@@ -119,17 +75,17 @@ pub struct Listing {
 impl Listing {
     /// The newest run whose status is ok.
     pub fn last_success(&self) -> Option<&RunSummary> {
-        self.runs.iter().find(|r| r.status == "ok")
+        self.runs.iter().find(|r| r.status == RunState::Ok)
     }
 }
 
 fn summarize(dir: &BackupDir, r: &RunRecord, locked: bool) -> RunSummary {
     let status = if !r.checksum_ok() {
-        "unreadable".to_string()
+        RunState::Unreadable
     } else {
         match r.status {
-            RunStatus::Running if !locked => "incomplete".into(),
-            s => s.to_string(),
+            RunState::Running if !locked => RunState::Incomplete,
+            s => s,
         }
     };
     let artifacts: Vec<ArtifactSummary> = r
@@ -171,13 +127,8 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
     for e in catalog.entries()? {
         match e {
             Entry::Record(r) => {
-                for a in &r.artifacts {
-                    named.insert(a.file.clone());
-                    if let Some(i) = &a.index_file {
-                        named.insert(i.clone());
-                    }
-                }
-                named.insert(RunRecord::file_name(&r.run_id));
+                named.extend(r.files().map(String::from));
+                named.insert(r.file_name());
                 runs.push(summarize(dir, &r, locked));
             }
             Entry::Unreadable {
@@ -191,7 +142,7 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
                     run_id,
                     finished_at: None,
                     duration_seconds: None,
-                    status: "unreadable".into(),
+                    status: RunState::Unreadable,
                     failed_step: None,
                     error: Some(error),
                     artifacts: Vec::new(),
@@ -209,7 +160,7 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
         bytes_on_disk += bytes;
         let f = FileSummary {
             run_id: RunId::from_artifact_name(&name),
-            kind: artifact_kind_of(&name),
+            kind: ArtifactKind::of_file_name(&name),
             file: name.clone(),
             bytes,
         };
@@ -220,20 +171,20 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
         }
     }
     let (free_bytes, total_bytes) = dir.space()?;
-    let count = |s: &str| runs.iter().filter(|r| r.status == s).count();
+    let count = |s: RunState| runs.iter().filter(|r| r.status == s).count();
     let good_with = |k: ArtifactKind| {
         runs.iter()
-            .filter(|r| r.status == "ok" || r.status == "partial")
+            .filter(|r| matches!(r.status, RunState::Ok | RunState::Partial))
             .flat_map(|r| &r.artifacts)
             .filter(|a| a.kind == k && a.verified && a.present)
             .count()
     };
     let totals = Totals {
         runs: runs.len(),
-        ok: count("ok"),
-        partial: count("partial"),
-        failed: count("failed"),
-        incomplete: count("incomplete"),
+        ok: count(RunState::Ok),
+        partial: count(RunState::Partial),
+        failed: count(RunState::Failed),
+        incomplete: count(RunState::Incomplete),
         database_backups: good_with(ArtifactKind::Database),
         bucket_backups: good_with(ArtifactKind::Objects) + good_with(ArtifactKind::Volume),
         bytes_on_disk,
@@ -272,10 +223,10 @@ pub struct Status {
 pub fn status(
     dir: &BackupDir,
     now: DateTime<Utc>,
-    max_age: std::time::Duration,
-    free_warn: u64,
+    cfg: &crate::config::StatusConfig,
     next_run: Option<DateTime<Utc>>,
 ) -> Result<Status> {
+    let (max_age, free_warn) = (cfg.max_age, cfg.free_warn_bytes);
     let l = list(dir)?;
     let last_success = l.last_success().cloned();
     let age = last_success
@@ -286,8 +237,8 @@ pub fn status(
     if l.totals.free_bytes < free_warn {
         warnings.push(format!(
             "only {} free on the backup volume (warning below {})",
-            crate::ops::verify::human_bytes(l.totals.free_bytes),
-            crate::ops::verify::human_bytes(free_warn)
+            human_bytes(l.totals.free_bytes),
+            human_bytes(free_warn)
         ));
     }
     if stale {
@@ -301,7 +252,7 @@ pub fn status(
         });
     }
     if let Some(r) = l.runs.first() {
-        if r.status != "ok" && r.status != "running" {
+        if r.status != RunState::Ok && r.status != RunState::Running {
             warnings.push(format!("the last run ({}) is {}", r.run_id, r.status));
         }
     }

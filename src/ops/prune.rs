@@ -12,9 +12,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, Entry, RunId, RunRecord, RunStatus};
+use crate::catalog::{ArtifactKind, Catalog, Entry, RunId, RunRecord, RunState};
+use crate::config::RetentionConfig;
 use crate::error::{Error, Result};
-use crate::retention::{plan, Decision, Policy, RunInfo, RunState};
+use crate::retention::{plan, Decision, RunInfo};
 use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
 
 #[derive(Debug, Clone, Default)]
@@ -50,23 +51,22 @@ impl PruneReport {
 /// Prunes under the directory lock; `prune` itself takes it.
 pub fn prune(
     dir: &BackupDir,
-    policy: &Policy,
-    tz: chrono_tz::Tz,
+    retention: &RetentionConfig,
     now: DateTime<Utc>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
     let _lock = dir.lock()?;
-    prune_locked(dir, policy, tz, now, opts)
+    prune_locked(dir, retention, now, opts)
 }
 
 /// Prunes; the caller holds the directory lock.
 pub fn prune_locked(
     dir: &BackupDir,
-    policy: &Policy,
-    tz: chrono_tz::Tz,
+    retention: &RetentionConfig,
     now: DateTime<Utc>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
+    let (policy, tz) = (&retention.policy, retention.timezone);
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -92,11 +92,10 @@ pub fn prune_locked(
                     ));
                     continue;
                 }
+                // Prune holds the lock: a record still `running` belongs to a run that died.
                 let state = match r.status {
-                    RunStatus::Ok => RunState::Ok,
-                    RunStatus::Partial => RunState::Partial,
-                    RunStatus::Failed => RunState::Failed,
-                    RunStatus::Running => RunState::Incomplete,
+                    RunState::Running => RunState::Incomplete,
+                    s => s,
                 };
                 runs.push(RunInfo {
                     id: r.run_id.clone(),
@@ -112,37 +111,15 @@ pub fn prune_locked(
     let names = dir.file_names()?;
     let mut named: HashSet<String> = HashSet::new();
     for r in records.values() {
-        named.insert(RunRecord::file_name(&r.run_id));
-        for a in &r.artifacts {
-            named.insert(a.file.clone());
-            if let Some(i) = &a.index_file {
-                named.insert(i.clone());
-            }
-        }
+        named.insert(r.file_name());
+        named.extend(r.files().map(String::from));
     }
     for d in report.decisions.clone().iter().filter(|d| !d.keep) {
         let r = &records[&d.run_id];
-        let mut files: Vec<String> = Vec::new();
-        for a in &r.artifacts {
-            files.push(a.file.clone());
-            if let Some(i) = &a.index_file {
-                files.push(i.clone());
-            }
-        }
+        let mut files: Vec<String> = r.files().map(String::from).collect();
         if d.state == RunState::Incomplete {
             // A killed run's artifacts may be on disk under their final names but not in its record.
-            let id = r.run_id.as_str();
-            files.extend(
-                names
-                    .iter()
-                    .filter(|n| {
-                        !n.starts_with("run_")
-                            && !n.starts_with('.')
-                            && !named.contains(*n)
-                            && RunId::from_artifact_name(n).as_ref().map(|x| x.as_str()) == Some(id)
-                    })
-                    .cloned(),
-            );
+            files.extend(catalog.strays(&r.run_id, &named)?);
         }
         retire(dir, r, &files, opts, &mut report)?;
     }
@@ -162,14 +139,11 @@ pub fn prune_locked(
     // Files that look like backups but that no record names.
     let newest_good = records
         .values()
-        .filter(|r| r.status == RunStatus::Ok)
+        .filter(|r| r.status == RunState::Ok)
         .map(|r| r.run_id.time())
         .max();
     for n in &names {
-        if named.contains(n)
-            || n.starts_with('.')
-            || crate::ops::list::artifact_kind_of(n).is_none()
-        {
+        if named.contains(n) || n.starts_with('.') || ArtifactKind::of_file_name(n).is_none() {
             continue;
         }
         let Some(id) = RunId::from_artifact_name(n) else {
@@ -216,7 +190,7 @@ fn retire(
     opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<()> {
-    let record = RunRecord::file_name(&r.run_id);
+    let record = r.file_name();
     let retired = format!("{RETIRED_PREFIX}{record}");
     report.deleted_files.push(record.clone());
     if !opts.dry_run {
@@ -244,13 +218,8 @@ fn finish_retired(dir: &BackupDir, opts: &PruneOptions, report: &mut PruneReport
         let path = dir.join(&n);
         let files: Vec<String> = std::fs::read(&path)
             .ok()
-            .and_then(|b| serde_json::from_slice::<RunRecord>(&b).ok())
-            .map(|r| {
-                r.artifacts
-                    .iter()
-                    .flat_map(|a| std::iter::once(a.file.clone()).chain(a.index_file.clone()))
-                    .collect()
-            })
+            .and_then(|b| RunRecord::from_json(&b).ok())
+            .map(|r| r.files().map(String::from).collect())
             .unwrap_or_default();
         for f in &files {
             delete(dir, f, opts, report)?;

@@ -10,49 +10,40 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use chrono::Utc;
-
+use crate::archive::ArchiveExpectations;
 use crate::catalog::{
-    ArtifactKind, ArtifactRecord, Catalog, Entry, RunId, RunStatus, Verification,
+    ArtifactKind, ArtifactRecord, Catalog, Checksum, Entry, Problem, RunId, RunRecord, RunState,
 };
+use crate::config::Thresholds;
 use crate::error::{Error, Result};
-use crate::pipeline::{Compression, PlainReader};
+use crate::ops::Selector;
+use crate::pipeline::PlainReader;
 use crate::sink::local::{BackupDir, TEMP_PREFIX};
 use crate::source::postgres::{tail_is_complete, DUMPALL_COMPLETE, DUMP_COMPLETE};
+use crate::units::human_bytes;
 
-/// Minimum stored sizes, per kind (the seed: > 1 KiB for a database, > 512 B for a bucket).
-#[derive(Debug, Clone, Copy)]
-pub struct Thresholds {
-    pub min_db_bytes: u64,
-    pub min_objects_bytes: u64,
-}
-
-impl Thresholds {
-    fn min_for(&self, kind: ArtifactKind) -> u64 {
-        match kind {
-            ArtifactKind::Database => self.min_db_bytes,
-            ArtifactKind::Objects | ArtifactKind::Volume => self.min_objects_bytes,
-            // Roles alone are small; the completion line is the real check.
-            ArtifactKind::Globals => 0,
-        }
+/// The minimum stored size for a kind (the seed: > 1 KiB for a database, > 512 B for a bucket).
+fn min_for(th: &Thresholds, kind: ArtifactKind) -> u64 {
+    match kind {
+        ArtifactKind::Database => th.min_db_bytes,
+        ArtifactKind::Objects | ArtifactKind::Volume => th.min_objects_bytes,
+        // Roles alone are small; the completion line is the real check.
+        ArtifactKind::Globals => 0,
     }
 }
 
 /// What `verify` was asked to check.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The newest run with status ok.
-    Latest,
+    /// Every run and file in the backup directory.
     All,
-    Run(RunId),
-    /// A file in (or outside) the backup directory.
-    File(std::path::PathBuf),
+    One(Selector),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Ok(String),
-    Failed(String),
+    Failed(Problem),
     /// Not a backup, so not checked: failed or incomplete runs, unmanaged files.
     Skipped(String),
 }
@@ -74,91 +65,89 @@ pub struct VerifyReport {
 
 impl VerifyReport {
     pub fn failed(&self) -> usize {
-        self.checks
-            .iter()
-            .filter(|c| matches!(c.outcome, Outcome::Failed(_)))
-            .count()
+        self.count(|o| matches!(o, Outcome::Failed(_)))
     }
     pub fn passed(&self) -> usize {
-        self.checks
-            .iter()
-            .filter(|c| matches!(c.outcome, Outcome::Ok(_)))
-            .count()
+        self.count(|o| matches!(o, Outcome::Ok(_)))
+    }
+    pub fn skipped(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Skipped(_)))
+    }
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.checks.iter().filter(|c| f(&c.outcome)).count()
     }
 }
 
-/// Checks one recorded artifact against the file on disk.
-pub fn check_artifact(dir: &Path, a: &ArtifactRecord, th: &Thresholds) -> Verification {
-    let result = check_inner(dir, a, th);
-    Verification {
-        ok: result.is_ok(),
-        checked_at: Utc::now(),
-        detail: match result {
-            Ok(d) => d,
-            Err(d) => d,
-        },
-    }
-}
-
-fn check_inner(
+/// Checks one recorded artifact against the file on disk; `Ok` carries a one-line summary.
+pub fn check_artifact(
     dir: &Path,
     a: &ArtifactRecord,
     th: &Thresholds,
-) -> std::result::Result<String, String> {
+) -> std::result::Result<String, Problem> {
     let path = dir.join(&a.file);
     let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("missing: {} does not exist", path.display()),
-        _ => format!("cannot stat {}: {e}", path.display()),
+        std::io::ErrorKind::NotFound => Problem::Missing {
+            what: path.display().to_string(),
+        },
+        _ => Problem::Unreadable {
+            what: path.display().to_string(),
+            detail: e.to_string(),
+        },
     })?;
     let size = meta.len();
     if size != a.stored_bytes {
-        return Err(format!(
-            "size is {size} bytes, the run record says {} (truncated or replaced)",
-            a.stored_bytes
-        ));
+        return Err(Problem::SizeMismatch {
+            actual: size,
+            recorded: a.stored_bytes,
+        });
     }
-    let min = th.min_for(a.kind);
+    let min = min_for(th, a.kind);
     if min > 0 && size <= min {
-        return Err(format!(
-            "only {size} bytes, at most the {min}-byte minimum for a {} backup (lower the threshold for a tiny {} if this is expected)",
-            a.kind, a.kind
-        ));
+        return Err(Problem::TooSmall {
+            size,
+            min,
+            kind: a.kind,
+        });
     }
-    let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let unreadable = |e: std::io::Error| Problem::Unreadable {
+        what: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let file = File::open(&path).map_err(unreadable)?;
     let mut reader = PlainReader::new(
         std::io::BufReader::with_capacity(256 * 1024, file),
         a.compression,
     )
-    .map_err(|e| format!("cannot start decompressing: {e}"))?;
+    .map_err(|e| Problem::undecodable(format!("cannot start decompressing: {e}")))?;
     let index_path = a.index_file.as_ref().map(|f| dir.join(f));
-    let exp = crate::ops::archive::ArchiveExpectations {
+    if let Some(p) = &index_path {
+        if !p.exists() {
+            return Err(Problem::Missing {
+                what: format!("the object index {}", p.display()),
+            });
+        }
+    }
+    let exp = ArchiveExpectations {
         index_file: index_path.as_deref(),
         index_sha256: a.index_sha256.as_deref(),
         objects: a.objects,
     };
-    if let Some(p) = &index_path {
-        if !p.exists() {
-            return Err(format!(
-                "missing: the object index {} does not exist",
-                p.display()
-            ));
-        }
-    }
     let content = check_content(a.kind, &mut reader, &exp)?;
-    let digest = reader
-        .finish()
-        .map_err(|e| format!("{} stream does not decompress: {e}", a.compression))?;
+    let digest = reader.finish().map_err(|e| {
+        Problem::undecodable(format!("{} stream does not decompress: {e}", a.compression))
+    })?;
     if digest.stored_sha256 != a.stored_sha256 {
-        return Err(format!(
-            "sha256 of the file is {}, the run record says {}",
-            digest.stored_sha256, a.stored_sha256
-        ));
+        return Err(Problem::ChecksumMismatch {
+            what: Checksum::Stored,
+            actual: digest.stored_sha256,
+            recorded: a.stored_sha256.clone(),
+        });
     }
     if digest.plain_sha256 != a.plain_sha256 || digest.plain_bytes != a.plain_bytes {
-        return Err(format!(
-            "decompressed content differs from the run record ({} bytes, sha256 {})",
-            digest.plain_bytes, digest.plain_sha256
-        ));
+        return Err(Problem::PlainMismatch {
+            bytes: digest.plain_bytes,
+            sha256: digest.plain_sha256,
+        });
     }
     Ok(format!(
         "sha256 ok, {} decompressed, {content}",
@@ -170,8 +159,8 @@ fn check_inner(
 fn check_content(
     kind: ArtifactKind,
     r: &mut dyn Read,
-    exp: &crate::ops::archive::ArchiveExpectations<'_>,
-) -> std::result::Result<String, String> {
+    exp: &ArchiveExpectations<'_>,
+) -> std::result::Result<String, Problem> {
     match kind {
         ArtifactKind::Database | ArtifactKind::Globals => {
             let marker = if kind == ArtifactKind::Database {
@@ -183,24 +172,20 @@ fn check_content(
             if tail_is_complete(&tail, marker) {
                 Ok("dump complete".into())
             } else {
-                Err(format!(
-                    "the dump does not end with {marker:?}: pg_dump did not finish writing it"
-                ))
+                Err(Problem::IncompleteDump { marker })
             }
         }
-        ArtifactKind::Objects | ArtifactKind::Volume => {
-            crate::ops::archive::check_archive(kind, r, exp)
-        }
+        ArtifactKind::Objects | ArtifactKind::Volume => crate::archive::check_archive(kind, r, exp),
     }
 }
 
-fn read_keeping_tail(r: &mut dyn Read, keep: usize) -> std::result::Result<Vec<u8>, String> {
+fn read_keeping_tail(r: &mut dyn Read, keep: usize) -> std::result::Result<Vec<u8>, Problem> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut tail: Vec<u8> = Vec::with_capacity(keep * 2);
     loop {
         let n = r
             .read(&mut buf)
-            .map_err(|e| format!("stream does not decompress: {e}"))?;
+            .map_err(|e| Problem::undecodable(format!("stream does not decompress: {e}")))?;
         if n == 0 {
             return Ok(tail);
         }
@@ -211,7 +196,7 @@ fn read_keeping_tail(r: &mut dyn Read, keep: usize) -> std::result::Result<Vec<u
     }
 }
 
-/// Runs `verify` over a target.
+/// Runs `verify` over a target. Blocking: it reads whole files.
 pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<VerifyReport> {
     let catalog = Catalog::new(dir.clone());
     let mut report = VerifyReport::default();
@@ -221,9 +206,7 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
             let mut named = std::collections::HashSet::new();
             for e in &entries {
                 if let Entry::Record(r) = e {
-                    for a in &r.artifacts {
-                        named.insert(a.file.clone());
-                    }
+                    named.extend(r.artifacts.iter().map(|a| a.file.clone()));
                 }
                 check_entry(dir, th, e, &mut report);
             }
@@ -231,7 +214,7 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
                 if name.starts_with(TEMP_PREFIX) || named.contains(&name) {
                     continue;
                 }
-                if crate::ops::list::artifact_kind_of(&name).is_some() {
+                if ArtifactKind::of_file_name(&name).is_some() {
                     report.checks.push(ArtifactCheck {
                         run_id: RunId::from_artifact_name(&name),
                         file: name,
@@ -244,70 +227,56 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
                 }
             }
         }
-        Target::Latest => {
-            let latest = catalog
-                .records()?
-                .into_iter()
-                .rev()
-                .find(|r| r.status == RunStatus::Ok)
-                .ok_or_else(|| {
-                    Error::Verification(format!(
-                        "no successful run recorded in {}: nothing to verify",
-                        dir.path().display()
-                    ))
-                })?;
+        Target::One(Selector::Latest) => {
+            let latest = catalog.latest_ok()?.ok_or_else(|| {
+                Error::verification(
+                    "latest",
+                    Problem::NoGoodRun {
+                        dir: dir.path().display().to_string(),
+                    },
+                )
+            })?;
             check_entry(dir, th, &Entry::Record(Box::new(latest)), &mut report);
         }
-        Target::Run(id) => {
+        Target::One(Selector::Run(id)) => {
             let entry = match catalog.load(id) {
                 Ok(r) => Entry::Record(Box::new(r)),
                 Err(e) => Entry::Unreadable {
                     run_id: id.clone(),
-                    file: crate::catalog::RunRecord::file_name(id),
+                    file: id.record_file(),
                     error: e.to_string(),
                 },
             };
             check_entry(dir, th, &entry, &mut report);
         }
-        Target::File(path) => {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| Error::Usage(format!("{} is not a file name", path.display())))?
-                .to_string();
-            let in_dir = path
-                .parent()
-                .map(|p| p.as_os_str().is_empty())
-                .unwrap_or(true)
-                || same_dir(path.parent().unwrap(), dir.path());
-            let found = if in_dir {
-                catalog.find_file(&name)?
-            } else {
-                None
+        Target::One(Selector::File(path)) => {
+            let found = match Selector::file_in(path, dir.path()) {
+                Some(name) => catalog.find_file(&name)?,
+                None => None,
             };
             match found {
                 Some((rec, a)) => check_record_artifacts(dir, th, &rec, Some(&a.file), &mut report),
-                None => report.checks.push(ArtifactCheck {
-                    run_id: RunId::from_artifact_name(&name),
-                    file: path.display().to_string(),
-                    kind: crate::ops::list::artifact_kind_of(&name),
-                    stored_bytes: std::fs::metadata(path).ok().map(|m| m.len()),
-                    outcome: Outcome::Failed(format!(
-                        "no run record in {} names this file, so nothing proves it complete (a file of another tool, or its run record is missing)",
-                        dir.path().display()
-                    )),
-                }),
+                None => {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                    let on_disk = if path.components().count() == 1 {
+                        dir.join(&path.display().to_string())
+                    } else {
+                        path.clone()
+                    };
+                    report.checks.push(ArtifactCheck {
+                        run_id: name.as_deref().and_then(RunId::from_artifact_name),
+                        file: on_disk.display().to_string(),
+                        kind: name.as_deref().and_then(ArtifactKind::of_file_name),
+                        stored_bytes: std::fs::metadata(&on_disk).ok().map(|m| m.len()),
+                        outcome: Outcome::Failed(Problem::Unrecorded {
+                            dir: dir.path().display().to_string(),
+                        }),
+                    })
+                }
             }
         }
     }
     Ok(report)
-}
-
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 fn check_entry(dir: &BackupDir, th: &Thresholds, e: &Entry, report: &mut VerifyReport) {
@@ -321,7 +290,9 @@ fn check_entry(dir: &BackupDir, th: &Thresholds, e: &Entry, report: &mut VerifyR
             file: file.clone(),
             kind: None,
             stored_bytes: None,
-            outcome: Outcome::Failed(format!("run record unusable: {error}")),
+            outcome: Outcome::Failed(Problem::RecordUnusable {
+                detail: error.clone(),
+            }),
         }),
         Entry::Record(r) => check_record_artifacts(dir, th, r, None, report),
     }
@@ -330,7 +301,7 @@ fn check_entry(dir: &BackupDir, th: &Thresholds, e: &Entry, report: &mut VerifyR
 fn check_record_artifacts(
     dir: &BackupDir,
     th: &Thresholds,
-    r: &crate::catalog::RunRecord,
+    r: &RunRecord,
     only: Option<&str>,
     report: &mut VerifyReport,
 ) {
@@ -343,29 +314,27 @@ fn check_record_artifacts(
     };
     if !r.checksum_ok() {
         report.checks.push(base(
-            &crate::catalog::RunRecord::file_name(&r.run_id),
+            &r.file_name(),
             None,
-            Outcome::Failed("run record was modified after stackback wrote it (its self-checksum does not match): its artifacts cannot be trusted".into()),
+            Outcome::Failed(Problem::RecordModified),
         ));
         return;
     }
     let why_not = match r.status {
-        RunStatus::Ok | RunStatus::Partial => None,
-        RunStatus::Failed => Some(format!(
+        RunState::Ok | RunState::Partial => None,
+        RunState::Failed => Some(format!(
             "failed run ({}): not a backup",
             r.error.as_deref().unwrap_or("no error recorded")
         )),
-        RunStatus::Running if dir.is_locked() => Some("run in progress".into()),
-        RunStatus::Running => {
+        RunState::Running if dir.is_locked() => Some("run in progress".into()),
+        RunState::Running | RunState::Incomplete | RunState::Unreadable => {
             Some("incomplete run (interrupted before it finished): not a backup".into())
         }
     };
     if let Some(why) = why_not {
-        report.checks.push(base(
-            &crate::catalog::RunRecord::file_name(&r.run_id),
-            None,
-            Outcome::Skipped(why),
-        ));
+        report
+            .checks
+            .push(base(&r.file_name(), None, Outcome::Skipped(why)));
         return;
     }
     for a in &r.artifacts {
@@ -378,11 +347,9 @@ fn check_record_artifacts(
                 a.verification.detail
             ))
         } else {
-            let v = check_artifact(dir.path(), a, th);
-            if v.ok {
-                Outcome::Ok(v.detail)
-            } else {
-                Outcome::Failed(v.detail)
+            match check_artifact(dir.path(), a, th) {
+                Ok(d) => Outcome::Ok(d),
+                Err(p) => Outcome::Failed(p),
             }
         };
         let mut c = base(&a.file, Some(a.kind), outcome);
@@ -391,31 +358,9 @@ fn check_record_artifacts(
     }
 }
 
-/// `1.5 MiB`, `812 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// Decompresses `path` (compression guessed from its name) into `out`: the restore side's reader.
-pub fn open_plain(
-    path: &Path,
-    compression: Compression,
-) -> Result<PlainReader<std::io::BufReader<File>>> {
-    let f = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    PlainReader::new(
-        std::io::BufReader::with_capacity(256 * 1024, f),
-        compression,
-    )
-    .map_err(|e| Error::io("cannot decompress", path, e))
+/// `stackback verify`: the backup directory and thresholds from the configuration.
+pub async fn run(cfg: &crate::config::Config, target: Target) -> Result<VerifyReport> {
+    let th = *cfg.thresholds()?;
+    let dir = BackupDir::open(&cfg.backup_dir())?;
+    crate::ops::blocking("verification", move || verify(&dir, &th, &target)).await
 }

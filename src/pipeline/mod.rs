@@ -194,6 +194,23 @@ impl<W: Write> Write for StoreWriter<W> {
     }
 }
 
+/// Opens a stored file for reading its plain content.
+pub fn open_plain(
+    path: &std::path::Path,
+    compression: Compression,
+) -> io::Result<PlainReader<BufReader<std::fs::File>>> {
+    let f = std::fs::File::open(path)?;
+    PlainReader::new(BufReader::with_capacity(256 * 1024, f), compression)
+}
+
+/// SHA-256 and length of a whole file, read in 1 MiB blocks.
+pub fn hash_file(path: &std::path::Path) -> io::Result<(u64, String)> {
+    let mut r = HashReader::new(std::fs::File::open(path)?);
+    let mut buf = vec![0u8; 1 << 20];
+    while r.read(&mut buf)? > 0 {}
+    Ok(r.finish())
+}
+
 /// A reader that hashes and counts what is read through it.
 pub struct HashReader<R> {
     inner: R,
@@ -317,6 +334,25 @@ mod tests {
         assert_eq!(digest.stored_bytes, stored.len() as u64);
         assert_eq!(digest.stored_sha256, hex::encode(Sha256::digest(&stored)));
         assert_eq!(digest.plain_sha256, hex::encode(Sha256::digest(&data)));
+
+        // A decoder we did not write must read what we wrote.
+        let independent = match c {
+            Compression::Gzip => Some("gzip"),
+            Compression::Zstd => Some("zstd"),
+            Compression::None => None,
+        };
+        if let Some(tool) = independent {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("stored");
+            std::fs::write(&f, &stored).unwrap();
+            let out = std::process::Command::new(tool)
+                .arg("-dc")
+                .arg(&f)
+                .output()
+                .unwrap_or_else(|e| panic!("{tool} must be installed: {e}"));
+            assert!(out.status.success(), "{tool} -dc failed");
+            assert!(out.stdout == data, "{tool} -dc gives other bytes");
+        }
 
         let mut r = PlainReader::new(&stored[..], c).unwrap();
         let mut back = Vec::new();

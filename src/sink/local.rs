@@ -10,11 +10,12 @@
 //! writing at once: the daemon's and a manual `stackback run`, say.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::pipeline::{Compression, Digest, StoreWriter};
 
 /// Prefix of every temp file stackback writes in the backup directory.
 pub const TEMP_PREFIX: &str = ".stackback-tmp.";
@@ -224,6 +225,60 @@ impl TempArtifact {
     }
 }
 
+/// A new artifact: the pipeline writing into a temp file of the backup directory.
+/// Dropped before [`ArtifactWriter::commit`], the temp file is removed.
+pub struct ArtifactWriter {
+    temp: TempArtifact,
+    w: StoreWriter<BufWriter<File>>,
+}
+
+impl ArtifactWriter {
+    pub fn new(
+        dir: &BackupDir,
+        name: &str,
+        compression: Compression,
+        level: Option<i32>,
+    ) -> Result<Self> {
+        let mut temp = dir.create_temp(name)?;
+        let path = temp.temp_path().to_path_buf();
+        let file = temp
+            .writer()
+            .try_clone()
+            .map_err(|e| Error::io("cannot reopen", &path, e))?;
+        let w = StoreWriter::new(
+            BufWriter::with_capacity(256 * 1024, file),
+            compression,
+            level,
+        )
+        .map_err(|e| Error::io("cannot start compressing into", &path, e))?;
+        Ok(ArtifactWriter { temp, w })
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        self.temp.temp_path()
+    }
+
+    /// Where the source writes its plain bytes.
+    pub fn sink(&mut self) -> &mut dyn Write {
+        &mut self.w
+    }
+
+    /// Finishes the stream, fsyncs, renames to the final name and fsyncs the directory.
+    pub fn commit(self) -> Result<Digest> {
+        let ArtifactWriter { temp, w } = self;
+        let path = temp.temp_path().to_path_buf();
+        let (buf, digest) = w
+            .finish()
+            .map_err(|e| Error::io("cannot finish writing", &path, e))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| Error::io("cannot write", &path, e.into_error()))?;
+        drop(file);
+        temp.commit()?;
+        Ok(digest)
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -234,20 +289,40 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The umask is process-wide: the check runs in a child process of this test binary, so the
+    /// other tests running meanwhile never see a changed umask.
     #[test]
     fn creates_private_dir_and_files_whatever_the_umask() {
+        const CHILD: &str = "STACKBACK_UMASK_CHILD";
+        if let Some(root) = std::env::var_os(CHILD) {
+            rustix::process::umask(rustix::fs::Mode::empty());
+            let dir = BackupDir::create(&Path::new(&root).join("a/b")).unwrap();
+            let mut t = dir.create_temp("x.sql.gz").unwrap();
+            t.writer().write_all(b"hello").unwrap();
+            t.commit().unwrap();
+            return;
+        }
         let root = tempfile::tempdir().unwrap();
-        let old = rustix::process::umask(rustix::fs::Mode::empty());
-        let dir = BackupDir::create(&root.path().join("a/b")).unwrap();
-        let mut t = dir.create_temp("x.sql.gz").unwrap();
-        t.writer().write_all(b"hello").unwrap();
-        let path = t.commit().unwrap();
-        rustix::process::umask(old);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sink::local::tests::creates_private_dir_and_files_whatever_the_umask",
+                "--test-threads=1",
+            ])
+            .env(CHILD, root.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let dir = root.path().join("a/b");
+        let path = dir.join("x.sql.gz");
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&path), 0o600);
         assert_eq!(fs::read(&path).unwrap(), b"hello");
-        assert_eq!(dir.file_names().unwrap(), vec!["x.sql.gz".to_string()]);
     }
 
     #[test]

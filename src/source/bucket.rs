@@ -1,4 +1,4 @@
-//! A bucket, through the S3 API, as a tar stream with an object index (format: [`crate::ops::archive`]).
+//! A bucket, through the S3 API, as a tar stream with an object index (format: [`crate::archive`]).
 //!
 //! Data flow: the listing (pages of 1,000 keys) feeds up to `concurrency` fetch tasks; small objects
 //! (<= [`SMALL_OBJECT`]) are fetched whole by their task, larger ones are fetched when their turn
@@ -15,12 +15,11 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::archive::{IndexEntry, PathPlanner, INDEX_ENTRY};
 use crate::error::{Error, Result};
-use crate::ops::archive::{IndexEntry, PathPlanner, INDEX_ENTRY};
-use crate::ops::ArtifactWriter;
 use crate::pipeline::{HashReader, HashWriter};
-use crate::s3::s3_error;
-use crate::sink::local::TempArtifact;
+use crate::s3::{s3_error, with_key};
+use crate::sink::local::{ArtifactWriter, TempArtifact};
 
 /// Objects up to this size are fetched whole, concurrently; larger ones are streamed in order.
 pub const SMALL_OBJECT: i64 = 1 << 20;
@@ -55,27 +54,6 @@ enum Fetch {
     Ready(Box<Fetched>),
     Large(String),
     Gone(String),
-}
-
-/// Checks that the bucket exists and the credentials work, before any file is created.
-pub async fn check_bucket(client: &Client, bucket: &str) -> Result<()> {
-    client
-        .head_bucket()
-        .bucket(bucket)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            let err = s3_error("HeadBucket", bucket, e);
-            match err {
-                Error::S3 { op, bucket, detail } if detail.contains("HTTP 404") => Error::S3 {
-                    op,
-                    detail: "NoSuchBucket (HTTP 404): the bucket does not exist".into(),
-                    bucket,
-                },
-                other => other,
-            }
-        })
 }
 
 /// Backs up `bucket` (keys under `prefix`) into `archive`, writing the index into `index`.
@@ -155,7 +133,7 @@ async fn feed(
                             }
                         }
                     }
-                    Some(Err(e)) => return Err(s3_error("ListObjectsV2", bucket, e)),
+                    Some(Err(e)) => return Err(s3_error("ListObjectsV2", bucket, e).into()),
                     None => listing_done = true,
                 }
                 continue;
@@ -209,11 +187,7 @@ async fn fetch(client: &Client, bucket: &str, key: String, whole: bool) -> Resul
             if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
                 return Ok(Fetch::Gone(key));
             }
-            let mut err = s3_error("GetObject", bucket, e);
-            if let Error::S3 { detail, .. } = &mut err {
-                *detail = format!("key {key:?}: {detail}");
-            }
-            return Err(err);
+            return Err(with_key(s3_error("GetObject", bucket, e), &key).into());
         }
     };
     let mut meta = IndexEntry {
@@ -244,10 +218,11 @@ async fn fetch(client: &Client, bucket: &str, key: String, whole: bool) -> Resul
         let bytes = body
             .collect()
             .await
-            .map_err(|e| Error::S3 {
-                op: "GetObject",
-                bucket: bucket.to_string(),
-                detail: format!("key {key:?}: reading the body failed: {e}"),
+            .map_err(|e| {
+                Error::step(
+                    format!("reading object {key:?} of bucket {bucket}"),
+                    format!("reading the body failed: {e}"),
+                )
             })?
             .into_bytes();
         meta.size = bytes.len() as u64;

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::ops::ArtifactWriter;
+use crate::sink::local::ArtifactWriter;
 
 /// Tars `src` into `archive` (entries relative to `src`, symlinks kept as links). Blocking.
 pub fn tar_directory(src: &Path, archive: &mut ArtifactWriter) -> Result<()> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::config::PostgresConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, PgCause, Result};
 
 /// One installed PostgreSQL client program.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,49 +205,149 @@ pub fn pg_env(cfg: &PostgresConfig, db: &str) -> Vec<(&'static str, String)> {
     env
 }
 
-/// The server's version as `(major, "15.18", database size in bytes)`.
+/// What a probe of the server learnt: `(major, "15.18", database size in bytes)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    pub major: u32,
+    pub version: String,
+    pub db_bytes: u64,
+}
+
+/// Why a connection failed, from the error's SQLSTATE or its I/O cause.
+pub fn classify(e: &tokio_postgres::Error) -> Option<PgCause> {
+    use tokio_postgres::error::SqlState;
+    if let Some(code) = e.code() {
+        return if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            Some(PgCause::Auth)
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            Some(PgCause::UnknownDatabase)
+        } else if *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN {
+            Some(PgCause::ServerGone)
+        } else {
+            None
+        };
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.downcast_ref::<std::io::Error>().is_some() {
+            return Some(PgCause::Unreachable);
+        }
+        src = inner.source();
+    }
+    e.is_closed().then_some(PgCause::ServerGone)
+}
+
+/// Opens a connection to `db` with these settings (the one place stackback connects itself).
 ///
 /// # Errors
-/// The connection's own message (authentication, unknown database, refused), for logging: callers
-/// still run pg_dump, whose error the operator sees.
-pub async fn server_version(cfg: &PostgresConfig) -> Result<(u32, String, u64)> {
+/// [`Error::Postgres`] with the server's message and its [`PgCause`].
+pub async fn connect(cfg: &PostgresConfig, db: &str) -> Result<tokio_postgres::Client> {
     let mut pc = tokio_postgres::Config::new();
     pc.host(&cfg.host)
         .port(cfg.port)
         .user(&cfg.user)
-        .dbname(&cfg.db)
+        .dbname(db)
         .application_name("stackback")
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(15));
     if let Some(p) = &cfg.password {
         pc.password(p.expose());
     }
-    let fut = async {
-        let (client, conn) = pc.connect(tokio_postgres::NoTls).await?;
-        let task = tokio::spawn(conn);
-        let row = client
-            .query_one(
-                "select current_setting('server_version_num')::int, current_setting('server_version'), pg_database_size(current_database())",
-                &[],
-            )
-            .await?;
-        drop(client);
-        let _ = task.await;
-        let num: i32 = row.get(0);
-        let text: String = row.get(1);
-        let size: i64 = row.get(2);
-        Ok::<_, tokio_postgres::Error>(((num / 10000) as u32, text, size.max(0) as u64))
-    };
-    match tokio::time::timeout(Duration::from_secs(20), fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(Error::Step {
-            what: "asking the server its version".into(),
-            detail: e.to_string(),
-        }),
-        Err(_) => Err(Error::Step {
-            what: "asking the server its version".into(),
-            detail: "timed out after 20 s".into(),
-        }),
+    let what = || format!("connecting to database {db} on {}:{}", cfg.host, cfg.port);
+    let connected =
+        tokio::time::timeout(Duration::from_secs(20), pc.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| Error::Postgres {
+                what: what(),
+                cause: Some(PgCause::Unreachable),
+                detail: "timed out after 20 s".into(),
+            })?;
+    let (client, conn) = connected.map_err(|e| Error::Postgres {
+        what: what(),
+        cause: classify(&e),
+        detail: sql_detail(&e),
+    })?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The server's message for a database error, the error itself otherwise.
+pub fn sql_detail(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_string())
+}
+
+/// Maps a failed query to [`Error::Postgres`].
+pub fn sql_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::Postgres {
+        what: what.to_string(),
+        cause: classify(&e),
+        detail: sql_detail(&e),
     }
+}
+
+/// Asks the server its version and the database's size.
+///
+/// # Errors
+/// The connection's own error, classified, for hints: callers still run pg_dump, whose error the
+/// operator sees.
+pub async fn probe(cfg: &PostgresConfig) -> Result<ServerInfo> {
+    let client = connect(cfg, &cfg.db).await?;
+    let row = client
+        .query_one(
+            "select current_setting('server_version_num')::int, current_setting('server_version'), pg_database_size(current_database())",
+            &[],
+        )
+        .await
+        .map_err(sql_err("asking the server its version"))?;
+    let num: i32 = row.get(0);
+    let size: i64 = row.get(2);
+    Ok(ServerInfo {
+        major: (num / 10000) as u32,
+        version: row.get(1),
+        db_bytes: size.max(0) as u64,
+    })
+}
+
+/// Why a dump that failed could not finish, asked of the server afterwards: it is gone, or the
+/// user lacks privileges on some relation. `None` when neither explains it.
+pub async fn diagnose(cfg: &PostgresConfig) -> Option<PgCause> {
+    let client = match connect(cfg, &cfg.db).await {
+        Ok(c) => c,
+        Err(Error::Postgres { cause, .. }) => return cause.or(Some(PgCause::ServerGone)),
+        Err(_) => return Some(PgCause::ServerGone),
+    };
+    let denied: i64 = client
+        .query_one(
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+             where c.relkind in ('r', 'p', 'm', 'S') \
+             and n.nspname not in ('pg_catalog', 'information_schema') \
+             and n.nspname not like 'pg\\_toast%' \
+             and (not has_schema_privilege(n.oid, 'USAGE') or not has_table_privilege(c.oid, 'SELECT'))",
+            &[],
+        )
+        .await
+        .ok()?
+        .get(0);
+    (denied > 0).then_some(PgCause::Privileges)
+}
+
+/// `psql` reading a dump from stdin into `cfg.db`: stops at the first error, one transaction.
+pub fn psql_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
+    let mut cmd = Command::new(&tool.path);
+    cmd.args([
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "--single-transaction",
+        "--no-password",
+    ]);
+    for (k, v) in pg_env(cfg, &cfg.db) {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
 /// A pg_dump (or pg_dumpall) command for `db`, connection through the environment.
@@ -386,7 +486,7 @@ mod tests {
             host: "h".into(),
             port: 1,
             user: "u".into(),
-            password: Some(crate::config::Secret::new("pw")),
+            password: Some(crate::redact::Secret::new("pw")),
             db: "d".into(),
             sslmode: None,
             pg_dump: None,

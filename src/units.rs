@@ -1,36 +1,11 @@
-//! Value parsers shared by the settings (booleans, byte sizes, durations) and the secret wrapper.
+//! Units people type and read: byte sizes, durations, booleans; and their human renderings.
+//!
+//! Parsing is shared by every setting that takes a size or a duration; rendering by every report
+//! that shows one, so `1.5 MiB` means the same thing in `list`, `status`, alerts and errors.
 
-use std::fmt;
 use std::time::Duration;
 
-/// A secret string: `Debug` and `Display` print `***`, so it cannot leak through logs or errors.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for the one place that must hand it over (a child's environment).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// `true/false`, `yes/no`, `on/off`, `1/0`, case-insensitive.
+/// `true/false`, `yes/no`, `on/off`, `1/0`, case-insensitive; empty is false.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "yes" | "on" | "1" => Ok(true),
@@ -90,12 +65,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             'd' => 86400,
             _ => return Err(format!("unknown duration unit {c:?} in {s:?}")),
         };
-        total += n * unit;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration {s:?} is too long"))?;
     }
     if !num.is_empty() {
         return Err(format!("duration {s:?} ends without a unit (s, m, h, d)"));
     }
     Ok(Duration::from_secs(total))
+}
+
+/// `1.5 MiB`, `812 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// An age in the largest unit that keeps it readable: `42s`, `17m`, `5h`, `3d`.
+pub fn human_age_seconds(s: i64) -> String {
+    let s = s.max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +115,8 @@ mod tests {
         assert_eq!(parse_bytes("1.5MiB").unwrap(), 3 << 19);
         assert!(parse_bytes("ten").is_err());
         assert!(parse_bytes("5 parsecs").is_err());
+        assert_eq!(human_bytes(812), "812 B");
+        assert_eq!(human_bytes(3 << 19), "1.5 MiB");
     }
 
     #[test]
@@ -120,14 +127,14 @@ mod tests {
         assert!(parse_duration("5").is_ok());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("1h5").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(human_age_seconds(7200), "2h");
     }
 
     #[test]
-    fn bools_and_secrets() {
+    fn bools() {
         assert!(parse_bool("Yes").unwrap());
         assert!(!parse_bool("0").unwrap());
         assert!(parse_bool("maybe").is_err());
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
     }
 }

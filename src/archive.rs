@@ -16,21 +16,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::catalog::ArtifactKind;
+pub use crate::catalog::index_file_name;
+use crate::catalog::{ArtifactKind, Checksum, Problem};
 
 /// Where the object index lives inside the archive.
 pub const INDEX_ENTRY: &str = ".stackback/objects.jsonl";
 /// Directory of entries whose keys cannot be paths.
 pub const MAPPED_DIR: &str = ".stackback/objects/";
-
-/// The sidecar index file of an archive: `minio_b_<id>.tar.gz` → `minio_b_<id>.index.jsonl`.
-pub fn index_file_name(archive: &str) -> String {
-    let stem = [".tar.gz", ".tar.zst", ".tar"]
-        .iter()
-        .find_map(|suffix| archive.strip_suffix(suffix))
-        .unwrap_or(archive);
-    format!("{stem}.index.jsonl")
-}
 
 /// One object of a bucket archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,14 +116,14 @@ pub fn check_archive(
     kind: ArtifactKind,
     r: &mut dyn Read,
     exp: &ArchiveExpectations<'_>,
-) -> Result<String, String> {
+) -> Result<String, Problem> {
     let mut archive = tar::Archive::new(r);
     let mut sidecar = match (kind, exp.index_file) {
         (ArtifactKind::Objects, Some(p)) => Some(
-            BufReader::new(
-                std::fs::File::open(p)
-                    .map_err(|e| format!("object index {} unreadable: {e}", p.display()))?,
-            )
+            BufReader::new(std::fs::File::open(p).map_err(|e| Problem::Unreadable {
+                what: format!("object index {}", p.display()),
+                detail: e.to_string(),
+            })?)
             .lines(),
         ),
         _ => None,
@@ -144,29 +136,35 @@ pub fn check_archive(
     let mut index_found: Option<Vec<IndexEntry>> = None;
     for entry in archive
         .entries()
-        .map_err(|e| format!("not a tar archive: {e}"))?
+        .map_err(|e| Problem::undecodable(format!("not a tar archive: {e}")))?
     {
-        let mut entry = entry.map_err(|e| format!("tar entry {} unreadable: {e}", entries + 1))?;
+        let mut entry = entry.map_err(|e| {
+            Problem::undecodable(format!("tar entry {} unreadable: {e}", entries + 1))
+        })?;
         entries += 1;
         if index_found.is_some() {
-            return Err(format!("entries after the object index {INDEX_ENTRY}"));
+            return Err(Problem::index(format!(
+                "entries after the object index {INDEX_ENTRY}"
+            )));
         }
         let path = entry
             .path()
-            .map_err(|e| format!("tar entry {entries} has a bad path: {e}"))?
+            .map_err(|e| Problem::undecodable(format!("tar entry {entries} has a bad path: {e}")))?
             .to_string_lossy()
             .into_owned();
         if kind == ArtifactKind::Objects && path == INDEX_ENTRY {
             let mut text = Vec::new();
             entry
                 .read_to_end(&mut text)
-                .map_err(|e| format!("object index unreadable: {e}"))?;
+                .map_err(|e| Problem::undecodable(format!("object index unreadable: {e}")))?;
             if let Some(want) = exp.index_sha256 {
                 let got = hex::encode(Sha256::digest(&text));
                 if got != want {
-                    return Err(format!(
-                        "object index sha256 is {got}, the run record says {want}"
-                    ));
+                    return Err(Problem::ChecksumMismatch {
+                        what: Checksum::Index,
+                        actual: got,
+                        recorded: want.to_string(),
+                    });
                 }
             }
             if sidecar.is_some() {
@@ -179,7 +177,7 @@ pub fn check_archive(
         }
         let mut hasher = HashingSink::default();
         let n = std::io::copy(&mut entry, &mut hasher)
-            .map_err(|e| format!("tar entry {path:?} unreadable: {e}"))?;
+            .map_err(|e| Problem::undecodable(format!("tar entry {path:?} unreadable: {e}")))?;
         bytes += n;
         if kind != ArtifactKind::Objects {
             continue;
@@ -190,10 +188,13 @@ pub fn check_archive(
             Some(lines) => {
                 let line = lines
                     .next()
-                    .ok_or_else(|| format!("entry {path:?} is not in the object index"))?
-                    .map_err(|e| format!("object index unreadable: {e}"))?;
-                let want: IndexEntry = serde_json::from_str(&line)
-                    .map_err(|e| format!("object index line {objects} is not valid: {e}"))?;
+                    .ok_or_else(|| {
+                        Problem::index(format!("entry {path:?} is not in the object index"))
+                    })?
+                    .map_err(|e| Problem::index(format!("object index unreadable: {e}")))?;
+                let want: IndexEntry = serde_json::from_str(&line).map_err(|e| {
+                    Problem::index(format!("object index line {objects} is not valid: {e}"))
+                })?;
                 compare(&want, &path, n, &sha)?;
             }
             None => seen.push((path, n, sha)),
@@ -203,21 +204,23 @@ pub fn check_archive(
         return Ok(format!("{entries} entries, {bytes} bytes of content"));
     }
     let Some(index) = index_found else {
-        return Err(format!(
+        return Err(Problem::index(format!(
             "the object index {INDEX_ENTRY} is missing: the archive is incomplete"
-        ));
+        )));
     };
     if let Some(lines) = sidecar.as_mut() {
         if lines.next().is_some() {
-            return Err("the object index lists more objects than the archive holds".into());
+            return Err(Problem::index(
+                "the object index lists more objects than the archive holds",
+            ));
         }
     } else {
         if index.len() != seen.len() {
-            return Err(format!(
+            return Err(Problem::index(format!(
                 "the object index lists {} objects, the archive holds {}",
                 index.len(),
                 seen.len()
-            ));
+            )));
         }
         for (want, (path, n, sha)) in index.iter().zip(&seen) {
             compare(want, path, *n, sha)?;
@@ -225,36 +228,39 @@ pub fn check_archive(
     }
     if let Some(want) = exp.objects {
         if want != objects {
-            return Err(format!("{objects} objects, the run record says {want}"));
+            return Err(Problem::index(format!(
+                "{objects} objects, the run record says {want}"
+            )));
         }
     }
     Ok(format!("{objects} objects match the index, {bytes} bytes"))
 }
 
-fn compare(want: &IndexEntry, path: &str, size: u64, sha: &str) -> Result<(), String> {
+fn compare(want: &IndexEntry, path: &str, size: u64, sha: &str) -> Result<(), Problem> {
     if want.path != path {
-        return Err(format!(
+        return Err(Problem::index(format!(
             "entry {path:?} is out of order: the index expects {:?}",
             want.path
-        ));
+        )));
     }
     if want.size != size || want.sha256 != sha {
-        return Err(format!(
+        return Err(Problem::index(format!(
             "object {:?} differs from the index (size {size} vs {}, sha256 {sha} vs {})",
             want.key, want.size, want.sha256
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Parses an index (JSON lines).
-pub fn parse_index(text: &[u8]) -> Result<Vec<IndexEntry>, String> {
+pub fn parse_index(text: &[u8]) -> Result<Vec<IndexEntry>, Problem> {
     text.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_slice(l)
-                .map_err(|e| format!("object index line {} is not valid: {e}", i + 1))
+            serde_json::from_slice(l).map_err(|e| {
+                Problem::index(format!("object index line {} is not valid: {e}", i + 1))
+            })
         })
         .collect()
 }
@@ -313,17 +319,5 @@ mod tests {
         assert_eq!(p.path_for("c"), ".stackback/objects/0000000002");
         assert_eq!(p.path_for("c/e"), "c/e");
         assert_eq!(p.path_for("a//b"), ".stackback/objects/0000000003");
-    }
-
-    #[test]
-    fn sidecar_names() {
-        assert_eq!(
-            index_file_name("minio_b_20260101_000000.tar.gz"),
-            "minio_b_20260101_000000.index.jsonl"
-        );
-        assert_eq!(
-            index_file_name("minio_b.tar.c_20260101_000000.tar"),
-            "minio_b.tar.c_20260101_000000.index.jsonl"
-        );
     }
 }

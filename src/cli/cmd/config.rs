@@ -1,0 +1,36 @@
+//! `stackback config`: every setting, its value (secrets redacted) and its source; then the
+//! problems of any section that does not validate (exit 2).
+
+use std::io::Write;
+
+use stackback::config::{Config, Section};
+use stackback::error::{exit, Error};
+
+pub fn run(cfg: &Config) -> Result<i32, Error> {
+    let mut out = std::io::stdout().lock();
+    for r in cfg.settings().resolved() {
+        let env = r.setting.env.join("|");
+        let _ = writeln!(
+            out,
+            "{:<28} {:<40} {:<26} # {}",
+            r.setting.key,
+            r.display_value(),
+            env,
+            r.source
+        );
+    }
+    drop(out);
+    let problems: Vec<Error> = Section::ALL
+        .iter()
+        .filter_map(|s| cfg.require(&[*s]).err())
+        .collect();
+    let redactor = cfg.redactor();
+    for e in &problems {
+        eprintln!("error: {}", redactor.redact(&e.to_string()));
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::USAGE
+    })
+}

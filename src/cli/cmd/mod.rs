@@ -1,0 +1,13 @@
+//! One file per command: parse what is left of its flags, call one `ops` function, render.
+
+pub mod alert;
+pub mod config;
+pub mod daemon;
+pub mod describe;
+pub mod install;
+pub mod list;
+pub mod prune;
+pub mod restore;
+pub mod run;
+pub mod status;
+pub mod verify;

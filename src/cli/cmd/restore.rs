@@ -1,0 +1,152 @@
+//! `stackback restore db|objects|volume|run`.
+
+use std::io::Write;
+
+use stackback::config::Config;
+use stackback::error::{exit, Error};
+use stackback::ops::restore::{
+    self, DbRestoreOptions, DbRestoreReport, Existing, ObjectRestoreOptions, ObjectRestoreReport,
+};
+use stackback::ops::Selector;
+use stackback::units::human_bytes;
+
+use crate::cli::{DbRestoreArgs, RestoreCommand};
+
+fn existing(overwrite: bool, skip: bool) -> Existing {
+    match (overwrite, skip) {
+        (true, _) => Existing::Overwrite,
+        (_, true) => Existing::Skip,
+        _ => Existing::Refuse,
+    }
+}
+
+fn db_opts(a: &DbRestoreArgs, to_file: Option<std::path::PathBuf>) -> DbRestoreOptions {
+    DbRestoreOptions {
+        target_db: a.target_db.clone(),
+        target_url: a.target_url.clone(),
+        create: a.create,
+        clean: a.clean,
+        yes: a.yes,
+        no_owner: a.no_owner,
+        to_file,
+    }
+}
+
+pub async fn run(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
+    match cmd {
+        RestoreCommand::Db {
+            target,
+            db,
+            to_file,
+        } => {
+            let opts = db_opts(db, to_file.clone());
+            let r = restore::db::restore_db(cfg, &Selector::parse(target), &opts).await?;
+            print_db_restore(&r, to_file.is_some());
+        }
+        RestoreCommand::Run {
+            target,
+            db,
+            overwrite,
+            skip_existing,
+            create_bucket,
+        } => {
+            let sel = Selector::parse(target);
+            if matches!(sel, Selector::File(_)) {
+                return Err(Error::Usage(format!(
+                    "{target} is not a run id or `latest`"
+                )));
+            }
+            let r = restore::restore_run(
+                cfg,
+                &sel,
+                &db_opts(db, None),
+                existing(*overwrite, *skip_existing),
+                *create_bucket,
+            )
+            .await?;
+            print_db_restore(&r.db, false);
+            if r.objects.is_empty() {
+                println!("no bucket backups in this run");
+            }
+            print_object_restores(&r.objects);
+        }
+        RestoreCommand::Objects {
+            target,
+            bucket,
+            endpoint,
+            prefix,
+            overwrite,
+            skip_existing,
+            create_bucket,
+            verify,
+        } => {
+            let opts = ObjectRestoreOptions {
+                bucket: bucket.clone(),
+                endpoint: endpoint.clone(),
+                prefix: prefix.clone(),
+                existing: existing(*overwrite, *skip_existing),
+                create_bucket: *create_bucket,
+                verify: *verify,
+            };
+            let reports =
+                restore::objects::restore_objects(cfg, &Selector::parse(target), &opts).await?;
+            print_object_restores(&reports);
+        }
+        RestoreCommand::Volume {
+            target,
+            into,
+            force,
+        } => {
+            let r = restore::volume::restore_volume(cfg, &Selector::parse(target), into, *force)
+                .await?;
+            println!(
+                "extracted {} into {}: {} entries",
+                r.artifact,
+                r.into.display(),
+                r.entries
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print_object_restores(reports: &[ObjectRestoreReport]) {
+    let mut out = std::io::stdout().lock();
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "restored {} into bucket {}: {} objects uploaded, {} existing skipped, {} in {:.1} s{}",
+            r.artifact,
+            r.bucket,
+            r.uploaded,
+            r.skipped_existing,
+            human_bytes(r.bytes),
+            r.seconds,
+            r.verified
+                .map(|n| format!(", {n} objects read back and verified"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn print_db_restore(r: &DbRestoreReport, to_file: bool) {
+    if to_file {
+        println!(
+            "wrote {} of plain SQL from {} to {} in {:.1} s",
+            human_bytes(r.plain_bytes),
+            r.artifact,
+            r.target,
+            r.seconds
+        );
+    } else {
+        println!(
+            "restored {} into database {}: {} tables, {} rows, {} of SQL in {:.1} s",
+            r.artifact,
+            r.target,
+            r.tables,
+            r.rows,
+            human_bytes(r.plain_bytes),
+            r.seconds
+        );
+    }
+}

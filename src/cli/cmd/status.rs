@@ -1,0 +1,67 @@
+//! `stackback status`: last run, last success, good backups, disk use, warnings; `--check` for
+//! health checks.
+
+use std::io::Write;
+
+use stackback::config::Config;
+use stackback::error::{exit, Error};
+use stackback::sink::local::BackupDir;
+use stackback::units::human_bytes;
+
+use crate::cli::render::{age, print_json};
+
+pub fn run(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
+    let dir = BackupDir::open(&cfg.backup_dir())?;
+    let now = chrono::Utc::now();
+    // A broken schedule setting must not hide the status: it only loses the next run.
+    let next_run = cfg.schedule().ok().and_then(|s| s.schedule.next_after(now));
+    let s = stackback::ops::list::status(&dir, now, cfg.status()?, next_run)?;
+    if json {
+        print_json(&s);
+    } else {
+        let mut out = std::io::stdout().lock();
+        match &s.last_run {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "last run:     {} ({}), {}{}",
+                    r.run_id,
+                    age(r.started_at),
+                    r.status,
+                    r.duration_seconds
+                        .map(|d| format!(" in {d:.1} s, {}", human_bytes(r.bytes)))
+                        .unwrap_or_default()
+                );
+            }
+            None => {
+                let _ = writeln!(out, "last run:     none");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "last success: {}",
+            s.last_success
+                .as_ref()
+                .map(|r| format!("{} ({})", r.run_id, age(r.started_at)))
+                .unwrap_or_else(|| "none".into())
+        );
+        if let Some(n) = s.next_run {
+            let _ = writeln!(out, "next run:     {n}");
+        }
+        let _ = writeln!(
+            out,
+            "backups:      {} good runs, {} on disk, {} free",
+            s.good_backups,
+            human_bytes(s.bytes_on_disk),
+            human_bytes(s.free_bytes)
+        );
+        for w in &s.warnings {
+            let _ = writeln!(out, "warning:      {w}");
+        }
+    }
+    if check && s.stale {
+        eprintln!("error: backups are stale: {}", s.warnings.join("; "));
+        return Ok(exit::FAILED);
+    }
+    Ok(exit::OK)
+}

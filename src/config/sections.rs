@@ -1,0 +1,498 @@
+//! Typed configuration sections, each parsed and validated from the resolved settings when it is
+//! built. A command builds only the sections it uses, so a broken setting elsewhere (an email
+//! alert without an SMTP host, say) never stops `list`, `verify` or `restore` during an incident.
+//! Every error names the setting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::settings::Key;
+use super::{dburl, Settings};
+use crate::error::Result;
+use crate::pipeline::Compression;
+use crate::redact::Secret;
+use crate::units::{parse_bool, parse_bytes, parse_duration};
+
+impl Settings {
+    fn text(&self, k: Key) -> &str {
+        self.get(k).unwrap_or_default()
+    }
+
+    fn number<T: std::str::FromStr>(&self, k: Key, what: &str) -> Result<T> {
+        let v = self.text(k);
+        v.trim()
+            .parse()
+            .map_err(|_| k.error(format!("expected {what}, got {v:?}")))
+    }
+
+    fn bytes(&self, k: Key) -> Result<u64> {
+        parse_bytes(self.text(k)).map_err(|e| k.error(e))
+    }
+
+    fn duration(&self, k: Key) -> Result<Duration> {
+        parse_duration(self.text(k)).map_err(|e| k.error(e))
+    }
+
+    fn flag(&self, k: Key) -> Result<bool> {
+        parse_bool(self.text(k)).map_err(|e| k.error(e))
+    }
+
+    fn list(&self, k: Key) -> Vec<String> {
+        self.get(k)
+            .map(|e| {
+                e.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn http_url(&self, k: Key) -> Result<Option<String>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(u) => url::Url::parse(u)
+                .ok()
+                .filter(|p| p.scheme() == "http" || p.scheme() == "https")
+                .map(|_| Some(u.to_string()))
+                .ok_or_else(|| k.error("expected an http:// or https:// URL")),
+        }
+    }
+
+    /// `TZ`: the zone of the schedule and of calendar retention.
+    pub fn timezone(&self) -> Result<chrono_tz::Tz> {
+        let name = self.text(Key::Timezone);
+        name.trim_start_matches(':').parse().map_err(|_| {
+            Key::Timezone.error(format!(
+                "unknown time zone {name:?}; use an IANA name such as Europe/Berlin or UTC"
+            ))
+        })
+    }
+
+    /// `BACKUP_DIR`, as given (created by the run that first needs it).
+    pub fn backup_dir(&self) -> PathBuf {
+        PathBuf::from(self.text(Key::BackupDir))
+    }
+}
+
+/// Connection settings for the database server.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub db: String,
+    pub sslmode: Option<String>,
+    pub pg_dump: Option<PathBuf>,
+    pub globals: bool,
+}
+
+impl PostgresConfig {
+    pub fn build(s: &Settings) -> Result<Self> {
+        let mut c = PostgresConfig {
+            host: s.text(Key::PostgresHost).to_string(),
+            port: s
+                .number::<u16>(Key::PostgresPort, "a port number (1-65535)")
+                .map_err(|_| Key::PostgresPort.error("expected a port number (1-65535)"))?,
+            user: s.text(Key::PostgresUser).to_string(),
+            password: s.get(Key::PostgresPassword).map(Secret::new),
+            db: String::new(),
+            sslmode: None,
+            pg_dump: s.get(Key::PgDump).map(PathBuf::from),
+            globals: s.flag(Key::Globals)?,
+        };
+        let mut db = s.get(Key::PostgresDb).map(String::from);
+        if let Some(raw) = s.get(Key::PostgresUrl) {
+            let parts = dburl::parse(Key::PostgresUrl.name(), raw)?;
+            db = parts.db.clone().or(db);
+            c.apply(parts);
+        }
+        c.db = db.unwrap_or_else(|| c.user.clone());
+        validate_db_name(&c.db)?;
+        Ok(c)
+    }
+
+    fn apply(&mut self, parts: dburl::UrlParts) {
+        if let Some(h) = parts.host {
+            self.host = h;
+        }
+        if let Some(p) = parts.port {
+            self.port = p;
+        }
+        if let Some(u) = parts.user {
+            self.user = u;
+        }
+        if let Some(p) = parts.password {
+            self.password = Some(Secret::new(p));
+        }
+        if let Some(d) = parts.db {
+            self.db = d;
+        }
+        if parts.sslmode.is_some() {
+            self.sslmode = parts.sslmode;
+        }
+    }
+
+    /// These settings with a `postgres://` URL's parts applied over them (`--target-url`).
+    pub fn with_url(&self, raw: &str) -> Result<PostgresConfig> {
+        let parts = dburl::parse("--target-url", raw)?;
+        let mut c = self.clone();
+        c.apply(parts);
+        Ok(c)
+    }
+}
+
+/// Database names become part of file names: refuse what would escape BACKUP_DIR.
+fn validate_db_name(db: &str) -> Result<()> {
+    if db.is_empty() || db.contains('/') || db.contains('\0') || db == "." || db == ".." {
+        return Err(Key::PostgresDb.error(format!(
+            "{db:?} cannot be used as a database name in a file name"
+        )));
+    }
+    Ok(())
+}
+
+/// How a run writes its artifacts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub compression: Compression,
+    pub compression_level: Option<i32>,
+    /// Fail in pre-flight below this much free space (0: no floor).
+    pub min_free_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn build(s: &Settings) -> Result<Self> {
+        let compression: Compression = s
+            .text(Key::Compression)
+            .parse()
+            .map_err(|e: String| Key::Compression.error(e))?;
+        let compression_level = match s.get(Key::CompressionLevel) {
+            None => None,
+            Some(_) => {
+                let level: i32 = s.number(Key::CompressionLevel, "a number")?;
+                compression
+                    .check_level(level)
+                    .map_err(|e| Key::CompressionLevel.error(e))?;
+                Some(level)
+            }
+        };
+        Ok(StoreConfig {
+            compression,
+            compression_level,
+            min_free_bytes: s.bytes(Key::MinFree)?,
+        })
+    }
+}
+
+/// Minimum stored sizes, per kind (the seed: > 1 KiB for a database, > 512 B for a bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub min_db_bytes: u64,
+    pub min_objects_bytes: u64,
+}
+
+impl Thresholds {
+    pub fn build(s: &Settings) -> Result<Self> {
+        Ok(Thresholds {
+            min_db_bytes: s.bytes(Key::MinDbBytes)?,
+            min_objects_bytes: s.bytes(Key::MinObjectsBytes)?,
+        })
+    }
+}
+
+/// Which runs to keep, in which time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionConfig {
+    pub policy: crate::retention::Policy,
+    pub timezone: chrono_tz::Tz,
+}
+
+impl RetentionConfig {
+    /// # Errors
+    /// Unparsable numbers, and a policy that would delete all but the newest backup.
+    pub fn build(s: &Settings) -> Result<Self> {
+        let n = |k: Key| s.number::<u32>(k, "a whole number");
+        let policy = crate::retention::Policy {
+            days: n(Key::RetentionDays)?,
+            keep_last: n(Key::KeepLast)?,
+            keep_daily: n(Key::KeepDaily)?,
+            keep_weekly: n(Key::KeepWeekly)?,
+            keep_monthly: n(Key::KeepMonthly)?,
+            keep_min: n(Key::KeepMin)?,
+            grace: chrono::Duration::from_std(s.duration(Key::FailedGrace)?)
+                .map_err(|e| Key::FailedGrace.error(e.to_string()))?,
+        };
+        policy.validate().map_err(|e| {
+            let key = if policy.keep_min == 0 {
+                Key::KeepMin
+            } else {
+                Key::RetentionDays
+            };
+            key.error(e)
+        })?;
+        Ok(RetentionConfig {
+            policy,
+            timezone: s.timezone()?,
+        })
+    }
+}
+
+/// What `status` warns about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusConfig {
+    pub max_age: Duration,
+    pub free_warn_bytes: u64,
+}
+
+impl StatusConfig {
+    pub fn build(s: &Settings) -> Result<Self> {
+        Ok(StatusConfig {
+            max_age: s.duration(Key::MaxAge)?,
+            free_warn_bytes: s.bytes(Key::FreeWarn)?,
+        })
+    }
+}
+
+/// Object storage: buckets through the S3 API, or a data directory (volume mode).
+#[derive(Debug, Clone)]
+pub struct ObjectsConfig {
+    pub endpoint: Option<String>,
+    pub access_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    pub buckets: Vec<String>,
+    pub region: String,
+    pub prefix: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub concurrency: usize,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ObjectsConfig {
+    pub fn build(s: &Settings) -> Result<Self> {
+        let buckets = s.list(Key::MinioBucket);
+        for b in &buckets {
+            if b.contains('/') || b.starts_with('.') {
+                return Err(Key::MinioBucket.error(format!("{b:?} is not a bucket name")));
+            }
+        }
+        let concurrency: usize = s
+            .text(Key::S3Concurrency)
+            .parse()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| Key::S3Concurrency.error("expected a number from 1 to 256"))?;
+        let endpoint = s.get(Key::MinioEndpoint).map(String::from);
+        if let Some(e) = &endpoint {
+            let u = url::Url::parse(e)
+                .map_err(|err| Key::MinioEndpoint.error(format!("{e:?} is not a URL: {err}")))?;
+            if u.scheme() != "http" && u.scheme() != "https" {
+                return Err(Key::MinioEndpoint.error("expected an http:// or https:// URL"));
+            }
+        }
+        let cfg = ObjectsConfig {
+            endpoint,
+            access_key: s.get(Key::MinioAccessKey).map(Secret::new),
+            secret_key: s.get(Key::MinioSecretKey).map(Secret::new),
+            buckets,
+            region: s.text(Key::MinioRegion).to_string(),
+            prefix: s.get(Key::MinioPrefix).map(String::from),
+            ca_file: s.get(Key::MinioCaFile).map(PathBuf::from),
+            concurrency,
+            data_dir: s.get(Key::MinioDataDir).map(PathBuf::from),
+        };
+        if cfg.s3_enabled() && (cfg.access_key.is_none() || cfg.secret_key.is_none()) {
+            return Err(Key::MinioSecretKey.error(
+                "MINIO_ENDPOINT is set but the credentials are not: set MINIO_ACCESS_KEY and MINIO_SECRET_KEY (or MINIO_ROOT_USER and MINIO_ROOT_PASSWORD)",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// What a backup run needs beyond what every command needs: a bucket to back up.
+    pub fn check_for_backup(&self) -> Result<()> {
+        if self.s3_enabled() && self.buckets.is_empty() {
+            return Err(Key::MinioBucket.error(
+                "MINIO_ENDPOINT is set but no bucket is: set MINIO_BUCKET (one, or a comma list)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when a run should back up buckets through the S3 API.
+    pub fn s3_enabled(&self) -> bool {
+        self.data_dir.is_none() && self.endpoint.is_some()
+    }
+}
+
+/// Which runs produce alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertOn {
+    Failure,
+    Always,
+    Change,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    Auto,
+    Slack,
+    Discord,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub host: Option<String>,
+    pub port: u16,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub tls: SmtpTls,
+}
+
+/// Alerts, heartbeat and metrics push.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub webhook_url: Option<Secret>,
+    pub webhook_format: WebhookFormat,
+    pub emails: Vec<String>,
+    pub on: AlertOn,
+    pub heartbeat_url: Option<Secret>,
+    pub smtp: SmtpConfig,
+    pub pushgateway_url: Option<String>,
+    /// Where the alerts say the backups are.
+    pub backup_dir: PathBuf,
+}
+
+/// Picks a variant by its lower-case names; an error lists the choices.
+fn choose<T: Copy>(k: Key, v: &str, table: &[(&[&str], T)], names: &str) -> Result<T> {
+    let v = v.to_ascii_lowercase();
+    table
+        .iter()
+        .find(|(ns, _)| ns.contains(&v.as_str()))
+        .map(|(_, t)| *t)
+        .ok_or_else(|| k.error(format!("unknown value {v:?}; use {names}")))
+}
+
+impl NotifyConfig {
+    pub fn build(s: &Settings) -> Result<Self> {
+        let webhook_format = choose(
+            Key::WebhookFormat,
+            s.text(Key::WebhookFormat),
+            &[
+                (&["auto", ""], WebhookFormat::Auto),
+                (&["slack"], WebhookFormat::Slack),
+                (&["discord"], WebhookFormat::Discord),
+                (&["generic", "json"], WebhookFormat::Generic),
+            ],
+            "auto, slack, discord or generic",
+        )
+        .map_err(|_| {
+            Key::WebhookFormat.error(format!(
+                "unknown format {:?}; use auto, slack, discord or generic",
+                s.text(Key::WebhookFormat).to_ascii_lowercase()
+            ))
+        })?;
+        let on = choose(
+            Key::AlertOn,
+            s.text(Key::AlertOn),
+            &[
+                (&["failure", ""], AlertOn::Failure),
+                (&["always"], AlertOn::Always),
+                (&["change"], AlertOn::Change),
+            ],
+            "failure, always or change",
+        )?;
+        let tls = choose(
+            Key::SmtpTls,
+            s.text(Key::SmtpTls),
+            &[
+                (&["starttls", ""], SmtpTls::Starttls),
+                (&["tls", "ssl"], SmtpTls::Tls),
+                (&["none", "off"], SmtpTls::None),
+            ],
+            "starttls, tls or none",
+        )?;
+        let port = match s.get(Key::SmtpPort) {
+            Some(p) => p
+                .parse()
+                .map_err(|_| Key::SmtpPort.error(format!("expected a port number, got {p:?}")))?,
+            None => match tls {
+                SmtpTls::Starttls => 587,
+                SmtpTls::Tls => 465,
+                SmtpTls::None => 25,
+            },
+        };
+        let emails = s.list(Key::AlertEmail);
+        if let Some(e) = emails.iter().find(|e| !e.contains('@')) {
+            return Err(Key::AlertEmail.error(format!("{e:?} is not an email address")));
+        }
+        let host = s.get(Key::SmtpHost).map(String::from);
+        if !emails.is_empty() && host.is_none() {
+            return Err(Key::SmtpHost.error(
+                "BACKUP_ALERT_EMAIL is set but SMTP_HOST is not: email alerts need an SMTP server",
+            ));
+        }
+        let webhook_url = s.http_url(Key::WebhookUrl)?.map(Secret::new);
+        let heartbeat_url = s.http_url(Key::HeartbeatUrl)?.map(Secret::new);
+        Ok(NotifyConfig {
+            webhook_url,
+            webhook_format,
+            emails,
+            on,
+            heartbeat_url,
+            smtp: SmtpConfig {
+                host,
+                port,
+                user: s.get(Key::SmtpUser).map(String::from),
+                password: s.get(Key::SmtpPassword).map(Secret::new),
+                from: s
+                    .get(Key::SmtpFrom)
+                    .map(String::from)
+                    .unwrap_or_else(|| format!("stackback@{}", crate::catalog::host_name())),
+                tls,
+            },
+            pushgateway_url: s.http_url(Key::PushgatewayUrl)?,
+            backup_dir: s.backup_dir(),
+        })
+    }
+}
+
+/// When the daemon runs backups, and how long one may take.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub schedule: crate::schedule::Schedule,
+    pub timeout: Duration,
+    pub stop_grace: Duration,
+}
+
+impl ScheduleConfig {
+    pub fn build(s: &Settings) -> Result<Self> {
+        let schedule = crate::schedule::Schedule::parse(s.text(Key::Schedule), s.timezone()?)
+            .map_err(|e| Key::Schedule.error(e))?;
+        Ok(ScheduleConfig {
+            schedule,
+            timeout: s.duration(Key::Timeout)?,
+            stop_grace: s.duration(Key::StopGrace)?,
+        })
+    }
+}
+
+/// The daemon's HTTP address.
+pub fn http_addr(s: &Settings) -> Result<std::net::SocketAddr> {
+    let v = s.text(Key::HttpAddr);
+    v.parse().map_err(|_| {
+        Key::HttpAddr.error(format!(
+            "expected HOST:PORT such as 127.0.0.1:9187, got {v:?}"
+        ))
+    })
+}

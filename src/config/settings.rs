@@ -1,0 +1,114 @@
+//! The settings table: every value stackback reads, with its TOML key, the environment names that
+//! set it (the seed's and the official images' names first), whether it is a secret, its default
+//! and a line of help. [`Key`] names a row, so a typo in a lookup is a compile error.
+
+/// One configurable value.
+#[derive(Debug)]
+pub struct Setting {
+    pub id: Key,
+    /// `section.name`, as written in the TOML file.
+    pub key: &'static str,
+    /// Environment variables that set it, highest precedence first.
+    pub env: &'static [&'static str],
+    pub secret: bool,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+macro_rules! settings {
+    ($( $id:ident => $key:literal, [$($env:literal),*], $secret:literal, $default:expr, $help:literal; )*) => {
+        /// A row of [`SETTINGS`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Key { $( $id, )* }
+
+        /// Every setting stackback reads, in display order.
+        pub const SETTINGS: &[Setting] = &[
+            $( Setting { id: Key::$id, key: $key, env: &[$($env),*], secret: $secret, default: $default, help: $help }, )*
+        ];
+    };
+}
+
+impl Key {
+    pub fn setting(self) -> &'static Setting {
+        &SETTINGS[self as usize]
+    }
+
+    /// The TOML key, which errors name.
+    pub fn name(self) -> &'static str {
+        self.setting().key
+    }
+
+    /// A configuration error naming this setting.
+    pub fn error(self, message: impl Into<String>) -> crate::error::Error {
+        crate::error::Error::config(self.name(), message)
+    }
+
+    pub fn by_name(name: &str) -> Option<Key> {
+        SETTINGS.iter().find(|s| s.key == name).map(|s| s.id)
+    }
+}
+
+settings! {
+    PostgresHost => "postgres.host", ["POSTGRES_HOST"], false, Some("localhost"), "database server host name, IP or socket directory";
+    PostgresPort => "postgres.port", ["POSTGRES_PORT"], false, Some("5432"), "database server port";
+    PostgresUser => "postgres.user", ["POSTGRES_USER"], false, Some("postgres"), "database user for pg_dump";
+    PostgresPassword => "postgres.password", ["POSTGRES_PASSWORD"], true, None, "database password (passed to pg_dump via the environment, never argv)";
+    PostgresDb => "postgres.db", ["POSTGRES_DB"], false, None, "database to back up (default: the user name)";
+    PostgresUrl => "postgres.url", ["DATABASE_URL"], true, None, "postgres://user:pass@host:port/db; wins over the POSTGRES_* parts it contains";
+    PgDump => "postgres.pg_dump", ["PG_DUMP_PATH"], false, None, "pg_dump to use (default: the best match among /usr/lib/postgresql/*/bin and PATH)";
+    Globals => "postgres.globals", ["BACKUP_GLOBALS"], false, Some("false"), "also dump roles and tablespaces (pg_dumpall --globals-only --no-role-passwords)";
+    BackupDir => "backup.dir", ["BACKUP_DIR"], false, Some("./backups"), "directory holding backups and run records";
+    Compression => "backup.compression", ["BACKUP_COMPRESSION"], false, Some("gzip"), "gzip | zstd | none";
+    CompressionLevel => "backup.compression_level", ["BACKUP_COMPRESSION_LEVEL"], false, None, "gzip 1-9 (default 6), zstd 1-19 (default 3)";
+    RetentionDays => "backup.retention_days", ["BACKUP_RETENTION_DAYS"], false, Some("7"), "delete runs older than this many days";
+    KeepLast => "backup.keep_last", ["BACKUP_KEEP_LAST"], false, Some("0"), "also keep the newest N good runs";
+    KeepDaily => "backup.keep_daily", ["BACKUP_KEEP_DAILY"], false, Some("0"), "also keep the newest good run of each of the last N days";
+    KeepWeekly => "backup.keep_weekly", ["BACKUP_KEEP_WEEKLY"], false, Some("0"), "also keep the newest good run of each of the last N ISO weeks";
+    KeepMonthly => "backup.keep_monthly", ["BACKUP_KEEP_MONTHLY"], false, Some("0"), "also keep the newest good run of each of the last N months";
+    KeepMin => "backup.keep_min", ["BACKUP_KEEP_MIN"], false, Some("1"), "never delete the newest N good runs, however old";
+    FailedGrace => "backup.failed_grace", ["BACKUP_FAILED_GRACE"], false, Some("24h"), "leftovers of interrupted runs are removed once this old";
+    MaxAge => "backup.max_age", ["BACKUP_MAX_AGE"], false, Some("26h"), "`status --check` fails when the last good backup is older";
+    FreeWarn => "backup.min_free_warn_bytes", ["BACKUP_FREE_WARN_BYTES"], false, Some("1GiB"), "`status` warns below this much free space";
+    Timezone => "backup.timezone", ["TZ"], false, Some("UTC"), "time zone for the schedule and calendar retention (run ids are always UTC)";
+    MinFree => "backup.min_free_bytes", ["BACKUP_MIN_FREE_BYTES"], false, Some("0"), "fail before dumping when the backup volume has less free space (e.g. 2GiB)";
+    MinioEndpoint => "minio.endpoint", ["MINIO_ENDPOINT"], false, None, "S3 API endpoint, e.g. http://minio:9000; enables bucket backups";
+    MinioAccessKey => "minio.access_key", ["MINIO_ACCESS_KEY", "MINIO_ROOT_USER"], true, None, "access key id";
+    MinioSecretKey => "minio.secret_key", ["MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD"], true, None, "secret access key";
+    MinioBucket => "minio.bucket", ["MINIO_BUCKET"], false, None, "bucket to back up, or a comma list";
+    MinioRegion => "minio.region", ["MINIO_REGION"], false, Some("us-east-1"), "region used to sign requests";
+    MinioPrefix => "minio.prefix", ["MINIO_PREFIX"], false, None, "only back up keys under this prefix";
+    MinioCaFile => "minio.ca_file", ["MINIO_CA_FILE"], false, None, "PEM file of the CA that signed an https endpoint's certificate (in addition to the system roots)";
+    S3Concurrency => "minio.concurrency", ["BACKUP_S3_CONCURRENCY"], false, Some("16"), "objects fetched or uploaded at once";
+    MinioDataDir => "minio.data_dir", ["MINIO_DATA_DIR"], false, None, "volume mode: tar this directory instead of using the S3 API";
+    Schedule => "schedule.cron", ["BACKUP_SCHEDULE"], false, Some("0 2 * * *"), "when the daemon runs backups: 5-field cron, @daily, @hourly... (in TZ)";
+    Timeout => "schedule.timeout", ["BACKUP_TIMEOUT"], false, Some("6h"), "a run taking longer is aborted, cleaned up and alerted";
+    StopGrace => "schedule.stop_grace", ["BACKUP_STOP_GRACE"], false, Some("60s"), "on SIGTERM, how long a running backup may take to finish before it is aborted";
+    WebhookUrl => "alert.webhook_url", ["BACKUP_ALERT_WEBHOOK_URL"], true, None, "POST failure alerts here (Slack, Discord or any JSON receiver)";
+    WebhookFormat => "alert.webhook_format", ["BACKUP_ALERT_WEBHOOK_FORMAT"], false, Some("auto"), "auto (Discord URLs get discord, others slack) | slack | discord | generic";
+    AlertEmail => "alert.email", ["BACKUP_ALERT_EMAIL"], false, None, "send failure alerts to these addresses (comma list) through SMTP_*";
+    AlertOn => "alert.on", ["BACKUP_ALERT_ON"], false, Some("failure"), "failure | always | change (also \"recovered\" after a failure)";
+    HeartbeatUrl => "alert.heartbeat_url", ["BACKUP_HEARTBEAT_URL"], true, None, "pinged after every good run, <url>/fail after a failed one (Healthchecks style)";
+    SmtpHost => "smtp.host", ["SMTP_HOST"], false, None, "SMTP server for alert emails";
+    SmtpPort => "smtp.port", ["SMTP_PORT"], false, None, "default 587 (starttls), 465 (tls), 25 (none)";
+    SmtpUser => "smtp.user", ["SMTP_USER"], false, None, "SMTP login";
+    SmtpPassword => "smtp.password", ["SMTP_PASSWORD"], true, None, "SMTP password";
+    SmtpFrom => "smtp.from", ["SMTP_FROM"], false, None, "sender address (default stackback@<host name>)";
+    SmtpTls => "smtp.tls", ["SMTP_TLS"], false, Some("starttls"), "starttls | tls | none";
+    PushgatewayUrl => "metrics.pushgateway_url", ["BACKUP_PUSHGATEWAY_URL"], false, None, "push metrics to this Prometheus Pushgateway after every run";
+    HttpAddr => "metrics.http_addr", ["BACKUP_HTTP_ADDR"], false, Some("127.0.0.1:9187"), "the daemon's /metrics and /healthz address (containers: 0.0.0.0:9187)";
+    MinDbBytes => "verify.min_db_bytes", ["BACKUP_MIN_DB_BYTES"], false, Some("1024"), "a database artifact must be larger than this (stored bytes)";
+    MinObjectsBytes => "verify.min_objects_bytes", ["BACKUP_MIN_OBJECTS_BYTES"], false, Some("512"), "a bucket artifact must be larger than this (stored bytes)";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_index_their_rows() {
+        for (i, s) in SETTINGS.iter().enumerate() {
+            assert_eq!(s.id as usize, i);
+            assert_eq!(Key::by_name(s.key), Some(s.id));
+        }
+    }
+}

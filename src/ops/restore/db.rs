@@ -1,0 +1,315 @@
+//! A database dump back into PostgreSQL: through psql, in one transaction, stopping at the first
+//! error; or out into a plain SQL file.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::catalog::{ArtifactKind, ArtifactRecord, Problem};
+use crate::config::{Config, PostgresConfig};
+use crate::error::{Error, Result};
+use crate::ops::Selector;
+use crate::pipeline::{open_plain, Compression};
+use crate::redact::Redactor;
+use crate::sink::local::BackupDir;
+use crate::source::postgres::{self, connect, sql_err, ToolSearch};
+
+#[derive(Debug, Clone, Default)]
+pub struct DbRestoreOptions {
+    /// Database to restore into (default: the one the backup came from).
+    pub target_db: Option<String>,
+    /// Another server: `postgres://user:pass@host:port/db`.
+    pub target_url: Option<String>,
+    /// Create the target database when it does not exist.
+    pub create: bool,
+    /// Drop and recreate a target that already holds tables (needs `yes`).
+    pub clean: bool,
+    pub yes: bool,
+    /// Leave out `ALTER ... OWNER TO` statements (a fresh server without the original roles).
+    pub no_owner: bool,
+    /// Write the plain SQL here instead of restoring.
+    pub to_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DbRestoreReport {
+    pub artifact: String,
+    /// The database restored into, or the file written.
+    pub target: String,
+    pub tables: u64,
+    pub rows: u64,
+    pub plain_bytes: u64,
+    pub seconds: f64,
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Restores a database backup: into a database (through psql, one transaction, ON_ERROR_STOP),
+/// or into a plain SQL file.
+pub async fn restore_db(
+    cfg: &Config,
+    sel: &Selector,
+    opts: &DbRestoreOptions,
+) -> Result<DbRestoreReport> {
+    let t0 = Instant::now();
+    let dir = BackupDir::open(&cfg.backup_dir())?;
+    let a = super::proven(&dir, ArtifactKind::Database, sel)
+        .await?
+        .into_iter()
+        .next()
+        .expect("a selection holds at least one artifact");
+    let archive = dir.join(&a.file);
+    if let Some(out) = &opts.to_file {
+        let (archive, out2, compression) = (archive.clone(), out.clone(), a.compression);
+        let plain_bytes = crate::ops::blocking("writing SQL", move || {
+            write_plain(&archive, compression, &out2)
+        })
+        .await?;
+        return Ok(DbRestoreReport {
+            artifact: a.file,
+            target: out.display().to_string(),
+            plain_bytes,
+            seconds: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        });
+    }
+    let base = cfg.postgres()?;
+    let mut pg = match &opts.target_url {
+        Some(u) => base.with_url(u)?,
+        None => base.clone(),
+    };
+    pg.db = opts
+        .target_db
+        .clone()
+        .or_else(|| opts.target_url.as_ref().map(|_| pg.db.clone()))
+        .unwrap_or_else(|| a.source.clone());
+    let server_num = prepare_target(&pg, opts).await?;
+    let plain_bytes = load(cfg, &pg, &a, &archive, server_num, opts.no_owner).await?;
+    let (tables, rows) = count_rows(&pg).await?;
+    Ok(DbRestoreReport {
+        artifact: a.file,
+        target: pg.db,
+        tables,
+        rows,
+        plain_bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Makes the target database ready for the load: refuses one that holds tables (unless `--clean
+/// --yes`, which drops and recreates it), creates a missing one with `--create`. Returns the
+/// server's version number.
+async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<i32> {
+    let db = &pg.db;
+    let admin = connect(pg, "postgres").await?;
+    let exists = !admin
+        .query("select 1 from pg_database where datname = $1", &[db])
+        .await
+        .map_err(sql_err("looking up the target database"))?
+        .is_empty();
+    let server_num: i32 = admin
+        .query_one("select current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(sql_err("asking the server its version"))?
+        .get(0);
+    let create = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db));
+    if !exists {
+        if !opts.create {
+            return Err(Error::NotFound(format!(
+                "database {db} does not exist on {}:{}: add --create to create it",
+                pg.host, pg.port
+            )));
+        }
+        admin
+            .batch_execute(&create)
+            .await
+            .map_err(sql_err("creating the target database"))?;
+        return Ok(server_num);
+    }
+    let target = connect(pg, db).await?;
+    let tables: i64 = target
+        .query_one(
+            "select count(*) from pg_tables where schemaname not in ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .map_err(sql_err("counting tables in the target"))?
+        .get(0);
+    drop(target);
+    if tables == 0 {
+        return Ok(server_num);
+    }
+    if !(opts.clean && opts.yes) {
+        return Err(Error::Usage(format!(
+            "database {db} already has {tables} tables: refusing to restore over them; add --clean --yes to drop and recreate it, or choose another --target-db"
+        )));
+    }
+    let force = if server_num >= 130000 {
+        " WITH (FORCE)"
+    } else {
+        ""
+    };
+    admin
+        .batch_execute(&format!("DROP DATABASE {}{force}", quote_ident(db)))
+        .await
+        .map_err(sql_err("dropping the target database"))?;
+    admin
+        .batch_execute(&create)
+        .await
+        .map_err(sql_err("recreating the target database"))?;
+    tracing::info!(db = %db, "dropped and recreated the target database");
+    Ok(server_num)
+}
+
+/// Streams the dump into psql; psql's exit status decides. Returns the plain bytes fed.
+async fn load(
+    cfg: &Config,
+    pg: &PostgresConfig,
+    a: &ArtifactRecord,
+    archive: &Path,
+    server_num: i32,
+    no_owner: bool,
+) -> Result<u64> {
+    let search = ToolSearch::system(cfg.postgres()?.pg_dump.clone());
+    let tools = search.tools("psql").await?;
+    let psql = postgres::select_tool("psql", &tools, Some((server_num / 10000) as u32))?.clone();
+    tracing::info!(artifact = %a.file, db = %pg.db, psql = %psql.path.display(), "restoring database");
+    let (tx, rx) = mpsc::channel(8);
+    let (path, compression) = (archive.to_path_buf(), a.compression);
+    let reader = std::thread::spawn(move || read_dump(&path, compression, no_owner, tx));
+    let redactor: Redactor = cfg.redactor();
+    let fed =
+        crate::source::child::feed_stdin(postgres::psql_command(&psql, pg), "psql", rx, &redactor)
+            .await;
+    let _ = reader.join();
+    match fed {
+        Ok(outcome) => Ok(outcome.bytes),
+        Err(Error::Child {
+            tool,
+            status,
+            stderr,
+            cause,
+        }) => Err(Error::Child {
+            tool,
+            status,
+            stderr: format!("{stderr} (the restore ran in one transaction: nothing was committed)"),
+            cause,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// The blocking side of a load: decompresses the dump and sends it in chunks, leaving out `ALTER
+/// ... OWNER TO` lines outside COPY data when `no_owner`. A dump that cannot be read to the end is
+/// sent as an error, so psql is stopped before it could commit.
+fn read_dump(
+    archive: &Path,
+    compression: Compression,
+    no_owner: bool,
+    tx: mpsc::Sender<Result<Bytes>>,
+) {
+    let unreadable = |e: std::io::Error| {
+        Error::verification(
+            archive.display(),
+            Problem::undecodable(format!(
+                "could not be read to the end ({e}); psql was stopped, nothing was committed"
+            )),
+        )
+    };
+    let plain = match open_plain(archive, compression) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(Error::io("cannot open", archive, e)));
+            return;
+        }
+    };
+    let mut plain = BufReader::with_capacity(256 * 1024, plain);
+    let mut line = Vec::new();
+    let mut chunk = Vec::with_capacity(256 * 1024);
+    let mut in_copy = false;
+    loop {
+        line.clear();
+        match plain.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(unreadable(e)));
+                return;
+            }
+        }
+        if in_copy {
+            in_copy = line.as_slice() != b"\\.\n";
+        } else if line.starts_with(b"COPY ") && line.ends_with(b"FROM stdin;\n") {
+            in_copy = true;
+        } else if no_owner
+            && line.starts_with(b"ALTER ")
+            && line.windows(10).any(|w| w == b" OWNER TO ")
+        {
+            continue;
+        }
+        chunk.extend_from_slice(&line);
+        if chunk.len() >= 256 * 1024
+            && tx
+                .blocking_send(Ok(Bytes::from(std::mem::take(&mut chunk))))
+                .is_err()
+        {
+            return;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
+    }
+}
+
+/// Tables and rows in the restored database.
+async fn count_rows(pg: &PostgresConfig) -> Result<(u64, u64)> {
+    let target = connect(pg, &pg.db).await?;
+    let tables = target
+        .query(
+            "select format('%I.%I', schemaname, tablename) from pg_tables where schemaname not in ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .map_err(sql_err("listing restored tables"))?;
+    let mut rows = 0u64;
+    for t in &tables {
+        let name: String = t.get(0);
+        let n: i64 = target
+            .query_one(&format!("select count(*) from {name}"), &[])
+            .await
+            .map_err(sql_err("counting restored rows"))?
+            .get(0);
+        rows += n as u64;
+    }
+    Ok((tables.len() as u64, rows))
+}
+
+/// Decompresses into `out` atomically (temp name, fsync, rename), mode 0600.
+fn write_plain(archive: &Path, compression: Compression, out: &Path) -> Result<u64> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".stackback-tmp.")
+        .tempfile_in(parent)
+        .map_err(|e| Error::io("cannot create a temp file in", parent, e))?;
+    let mut plain =
+        open_plain(archive, compression).map_err(|e| Error::io("cannot open", archive, e))?;
+    let n = std::io::copy(&mut plain, tmp.as_file_mut())
+        .map_err(|e| Error::io("cannot write", out, e))?;
+    tmp.as_file_mut()
+        .flush()
+        .map_err(|e| Error::io("cannot write", out, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("cannot fsync", out, e))?;
+    tmp.persist(out)
+        .map_err(|e| Error::io("cannot write", out, e.error))?;
+    Ok(n)
+}

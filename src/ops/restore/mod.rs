@@ -1,0 +1,108 @@
+//! Restores: a database dump back into PostgreSQL ([`db`]), a bucket archive back into any
+//! S3-compatible server ([`objects`]), a volume archive into a directory ([`volume`]), and a whole
+//! run ([`restore_run`]).
+//!
+//! Every restore first proves the artifact: its SHA-256 must equal the run record's (and the object
+//! index's too), so a damaged backup is refused before anything is written.
+
+pub mod db;
+pub mod objects;
+pub mod volume;
+
+use std::path::Path;
+
+use crate::catalog::{ArtifactKind, ArtifactRecord, Catalog, Checksum, Problem};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ops::Selector;
+use crate::pipeline::hash_file;
+use crate::sink::local::BackupDir;
+
+pub use db::{DbRestoreOptions, DbRestoreReport};
+pub use objects::{Existing, ObjectRestoreOptions, ObjectRestoreReport};
+pub use volume::VolumeRestoreReport;
+
+/// Checks the stored SHA-256 of an artifact (and of its index) against the run record. Blocking.
+pub fn check_stored(dir: &Path, a: &ArtifactRecord) -> Result<()> {
+    for (file, want) in std::iter::once((&a.file, &a.stored_sha256))
+        .chain(a.index_file.as_ref().zip(a.index_sha256.as_ref()))
+    {
+        let path = dir.join(file);
+        let (_, got) = hash_file(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+        if &got != want {
+            let what = if file == &a.file {
+                Checksum::Stored
+            } else {
+                Checksum::Index
+            };
+            return Err(Error::verification(
+                format!("{file} (refusing to restore a damaged backup)"),
+                Problem::ChecksumMismatch {
+                    what,
+                    actual: got,
+                    recorded: want.clone(),
+                },
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The verified artifacts of `kind` that `sel` names, each proven against its checksum.
+async fn proven(
+    dir: &BackupDir,
+    kind: ArtifactKind,
+    sel: &Selector,
+) -> Result<Vec<ArtifactRecord>> {
+    let (_, arts) = sel.artifacts(&Catalog::new(dir.clone()), kind)?;
+    let (d, to_check) = (dir.path().to_path_buf(), arts.clone());
+    crate::ops::blocking("checking the backup", move || {
+        to_check.iter().try_for_each(|a| check_stored(&d, a))
+    })
+    .await?;
+    Ok(arts)
+}
+
+/// What `restore run` did.
+#[derive(Debug, Clone)]
+pub struct RunRestoreReport {
+    pub db: DbRestoreReport,
+    /// Empty when the run holds no bucket backup.
+    pub objects: Vec<ObjectRestoreReport>,
+}
+
+/// The database, then the buckets, of one run (`latest` is pinned first, so both come from the
+/// same run).
+pub async fn restore_run(
+    cfg: &Config,
+    sel: &Selector,
+    db_opts: &DbRestoreOptions,
+    existing: Existing,
+    create_bucket: bool,
+) -> Result<RunRestoreReport> {
+    if matches!(sel, Selector::File(_)) {
+        return Err(Error::Usage(
+            "restore run takes a run id or `latest`, not a file".into(),
+        ));
+    }
+    let dir = BackupDir::open(&cfg.backup_dir())?;
+    let sel = sel.pin(&Catalog::new(dir), ArtifactKind::Database)?;
+    let db = db::restore_db(cfg, &sel, db_opts).await?;
+    let opts = ObjectRestoreOptions {
+        bucket: None,
+        endpoint: None,
+        prefix: None,
+        existing,
+        create_bucket,
+        verify: true,
+    };
+    let objects = match objects::restore_objects(cfg, &sel, &opts).await {
+        Ok(r) => r,
+        Err(Error::NoBackup {
+            kind: Some(ArtifactKind::Objects),
+            ..
+        }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(RunRestoreReport { db, objects })
+}

@@ -1,0 +1,193 @@
+//! Uploads into an S3 bucket: one PutObject for a small object, a multipart upload for a large one
+//! (aborted on any error, so no partial object is left under its key), each with the content type,
+//! content headers and user metadata its index entry recorded; and the read-back that proves what
+//! landed.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use super::{s3_error, with_key};
+use crate::archive::IndexEntry;
+use crate::catalog::Problem;
+use crate::error::{Error, Result, S3ErrorKind};
+
+/// Objects above this size are uploaded in parts of this size.
+pub const PART_SIZE: usize = 8 << 20;
+
+/// True when `key` exists in `bucket`.
+pub async fn exists(client: &Client, bucket: &str, key: &str) -> Result<bool> {
+    match client.head_object().bucket(bucket).key(key).send().await {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let err = with_key(s3_error("HeadObject", bucket, e), key);
+            if err.kind == S3ErrorKind::NoSuchKey {
+                Ok(false)
+            } else {
+                Err(err.into())
+            }
+        }
+    }
+}
+
+macro_rules! with_headers {
+    ($req:expr, $m:expr) => {
+        $req.set_content_type($m.content_type.clone())
+            .set_content_encoding($m.content_encoding.clone())
+            .set_content_disposition($m.content_disposition.clone())
+            .set_content_language($m.content_language.clone())
+            .set_cache_control($m.cache_control.clone())
+            .set_metadata(if $m.metadata.is_empty() {
+                None
+            } else {
+                Some($m.metadata.clone().into_iter().collect())
+            })
+    };
+}
+
+/// One PutObject. Returns false when the object was skipped because it exists.
+pub async fn put_small(
+    client: &Client,
+    bucket: &str,
+    m: IndexEntry,
+    body: Bytes,
+    skip_existing: bool,
+) -> Result<bool> {
+    if skip_existing && exists(client, bucket, &m.key).await? {
+        return Ok(false);
+    }
+    let req = client
+        .put_object()
+        .bucket(bucket)
+        .key(&m.key)
+        .body(ByteStream::from(body));
+    with_headers!(req, m)
+        .send()
+        .await
+        .map_err(|e| with_key(s3_error("PutObject", bucket, e), &m.key))?;
+    Ok(true)
+}
+
+/// A multipart upload fed by `chunks`. Returns false when the object was skipped because it
+/// exists.
+pub async fn put_large(
+    client: &Client,
+    bucket: &str,
+    m: &IndexEntry,
+    mut chunks: mpsc::Receiver<std::io::Result<Bytes>>,
+    skip_existing: bool,
+) -> Result<bool> {
+    if skip_existing && exists(client, bucket, &m.key).await? {
+        // Drain so the reader thread moves on to the next entry.
+        while chunks.recv().await.is_some() {}
+        return Ok(false);
+    }
+    let req = client.create_multipart_upload().bucket(bucket).key(&m.key);
+    let created = with_headers!(req, m)
+        .send()
+        .await
+        .map_err(|e| with_key(s3_error("CreateMultipartUpload", bucket, e), &m.key))?;
+    let upload_id = created.upload_id().unwrap_or_default().to_string();
+    let result = upload_parts(client, bucket, m, &upload_id, &mut chunks).await;
+    if result.is_err() {
+        let _ = client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(&m.key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+    }
+    result.map(|()| true)
+}
+
+async fn upload_parts(
+    client: &Client,
+    bucket: &str,
+    m: &IndexEntry,
+    upload_id: &str,
+    chunks: &mut mpsc::Receiver<std::io::Result<Bytes>>,
+) -> Result<()> {
+    let mut parts = Vec::new();
+    let mut buf = BytesMut::with_capacity(PART_SIZE);
+    let mut done = false;
+    while !done {
+        match chunks.recv().await {
+            Some(Ok(c)) => buf.extend_from_slice(&c),
+            Some(Err(e)) => {
+                return Err(Error::step(
+                    format!("reading object {:?} from the archive", m.key),
+                    e,
+                ))
+            }
+            None => done = true,
+        }
+        if buf.len() >= PART_SIZE || (done && (!buf.is_empty() || parts.is_empty())) {
+            let n = parts.len() as i32 + 1;
+            let body = buf.split().freeze();
+            let out = client
+                .upload_part()
+                .bucket(bucket)
+                .key(&m.key)
+                .upload_id(upload_id)
+                .part_number(n)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| with_key(s3_error("UploadPart", bucket, e), &m.key))?;
+            parts.push(
+                CompletedPart::builder()
+                    .set_e_tag(out.e_tag().map(String::from))
+                    .part_number(n)
+                    .build(),
+            );
+        }
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(&m.key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| with_key(s3_error("CompleteMultipartUpload", bucket, e), &m.key))?;
+    Ok(())
+}
+
+/// Reads an object back and compares its SHA-256 with the index entry.
+pub async fn read_back(client: &Client, bucket: &str, m: &IndexEntry) -> Result<()> {
+    let out = client
+        .get_object()
+        .bucket(bucket)
+        .key(&m.key)
+        .send()
+        .await
+        .map_err(|e| with_key(s3_error("GetObject", bucket, e), &m.key))?;
+    let mut body = out.body;
+    let mut h = Sha256::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::step(format!("reading back {:?}", m.key), e))?;
+        h.update(&chunk);
+    }
+    let got = hex::encode(h.finalize());
+    if got != m.sha256 {
+        return Err(Error::verification(
+            format!("bucket {bucket}"),
+            Problem::ReadBack {
+                key: m.key.clone(),
+                bucket: bucket.to_string(),
+                actual: got,
+                recorded: m.sha256.clone(),
+            },
+        ));
+    }
+    Ok(())
+}
