@@ -79,7 +79,7 @@ impl From<RunId> for String {
 
 impl fmt::Display for RunId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -145,7 +145,7 @@ impl ArtifactKind {
 
 impl fmt::Display for ArtifactKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ArtifactKind::Database => "database",
             ArtifactKind::Globals => "globals",
             ArtifactKind::Objects => "objects",

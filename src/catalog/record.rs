@@ -58,7 +58,8 @@ impl RunState {
 
 impl fmt::Display for RunState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // pad, not write_str: tables align on the state's width.
+        f.pad(self.as_str())
     }
 }
 
@@ -293,19 +294,21 @@ impl RunRecord {
         self.checksum_matched
     }
 
-    /// Serialises with a fresh self-checksum (schema 2: over the raw JSON, sorted keys).
+    /// Serialises with a fresh self-checksum (schema 2: over the JSON with sorted keys). The file
+    /// keeps the struct's field order, for people reading it.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut value = serde_json::to_value(self).expect("a run record always serialises");
-        let obj = value.as_object_mut().expect("a record is an object");
-        obj.remove("record_sha256");
-        let sum = if self.schema >= 2 {
+        let mut copy = self.clone();
+        copy.record_sha256 = if self.schema >= 2 {
+            let mut value = serde_json::to_value(self).expect("a run record always serialises");
+            value
+                .as_object_mut()
+                .expect("a record is an object")
+                .remove("record_sha256");
             canonical_sha256(&value)
         } else {
             self.v1_sha256()
         };
-        let obj = value.as_object_mut().expect("a record is an object");
-        obj.insert("record_sha256".into(), serde_json::Value::String(sum));
-        let mut out = serde_json::to_vec_pretty(&value).expect("a run record always serialises");
+        let mut out = serde_json::to_vec_pretty(&copy).expect("a run record always serialises");
         out.push(b'\n');
         out
     }

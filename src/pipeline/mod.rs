@@ -50,7 +50,7 @@ impl Compression {
 
 impl std::fmt::Display for Compression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
             Compression::None => "none",
