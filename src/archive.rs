@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use crate::catalog::index_file_name;
-use crate::catalog::{ArtifactKind, Checksum, Problem};
+use crate::catalog::ArtifactKind;
+use crate::error::{Checksum, Problem};
 
 /// Where the object index lives inside the archive.
 pub const INDEX_ENTRY: &str = ".stackback/objects.jsonl";
@@ -117,23 +118,12 @@ pub fn check_archive(
     r: &mut dyn Read,
     exp: &ArchiveExpectations<'_>,
 ) -> Result<String, Problem> {
-    let mut archive = tar::Archive::new(r);
-    let mut sidecar = match (kind, exp.index_file) {
-        (ArtifactKind::Objects, Some(p)) => Some(
-            BufReader::new(std::fs::File::open(p).map_err(|e| Problem::Unreadable {
-                what: format!("object index {}", p.display()),
-                detail: e.to_string(),
-            })?)
-            .lines(),
-        ),
+    let mut objects = match kind {
+        ArtifactKind::Objects => Some(ObjectCheck::new(exp)?),
         _ => None,
     };
-    // Without a sidecar, entries are remembered and checked against the in-archive index at the end.
-    let mut seen: Vec<(String, u64, String)> = Vec::new();
-    let mut entries = 0u64;
-    let mut objects = 0u64;
-    let mut bytes = 0u64;
-    let mut index_found: Option<Vec<IndexEntry>> = None;
+    let mut archive = tar::Archive::new(r);
+    let (mut entries, mut bytes) = (0u64, 0u64);
     for entry in archive
         .entries()
         .map_err(|e| Problem::undecodable(format!("not a tar archive: {e}")))?
@@ -142,98 +132,152 @@ pub fn check_archive(
             Problem::undecodable(format!("tar entry {} unreadable: {e}", entries + 1))
         })?;
         entries += 1;
-        if index_found.is_some() {
-            return Err(Problem::index(format!(
-                "entries after the object index {INDEX_ENTRY}"
-            )));
-        }
         let path = entry
             .path()
             .map_err(|e| Problem::undecodable(format!("tar entry {entries} has a bad path: {e}")))?
             .to_string_lossy()
             .into_owned();
-        if kind == ArtifactKind::Objects && path == INDEX_ENTRY {
-            let mut text = Vec::new();
-            entry
-                .read_to_end(&mut text)
-                .map_err(|e| Problem::undecodable(format!("object index unreadable: {e}")))?;
-            if let Some(want) = exp.index_sha256 {
-                let got = hex::encode(Sha256::digest(&text));
-                if got != want {
-                    return Err(Problem::ChecksumMismatch {
-                        what: Checksum::Index,
-                        actual: got,
-                        recorded: want.to_string(),
-                    });
-                }
+        if let Some(check) = &mut objects {
+            check.before_entry()?;
+            if path == INDEX_ENTRY {
+                let mut text = Vec::new();
+                entry
+                    .read_to_end(&mut text)
+                    .map_err(|e| Problem::undecodable(format!("object index unreadable: {e}")))?;
+                check.index(&text, exp.index_sha256)?;
+                continue;
             }
-            if sidecar.is_some() {
-                index_found = Some(Vec::new());
-            } else {
-                let parsed = parse_index(&text)?;
-                index_found = Some(parsed);
-            }
-            continue;
         }
         let mut hasher = HashingSink::default();
         let n = std::io::copy(&mut entry, &mut hasher)
             .map_err(|e| Problem::undecodable(format!("tar entry {path:?} unreadable: {e}")))?;
         bytes += n;
-        if kind != ArtifactKind::Objects {
-            continue;
+        if let Some(check) = &mut objects {
+            check.object(path, n, hex::encode(hasher.0.finalize()))?;
         }
-        objects += 1;
-        let sha = hex::encode(hasher.0.finalize());
-        match sidecar.as_mut() {
-            Some(lines) => {
-                let line = lines
-                    .next()
-                    .ok_or_else(|| {
-                        Problem::index(format!("entry {path:?} is not in the object index"))
-                    })?
-                    .map_err(|e| Problem::index(format!("object index unreadable: {e}")))?;
-                let want: IndexEntry = serde_json::from_str(&line).map_err(|e| {
-                    Problem::index(format!("object index line {objects} is not valid: {e}"))
-                })?;
-                compare(&want, &path, n, &sha)?;
+    }
+    match objects {
+        None => Ok(format!("{entries} entries, {bytes} bytes of content")),
+        Some(check) => {
+            let n = check.finish(exp.objects)?;
+            Ok(format!("{n} objects match the index, {bytes} bytes"))
+        }
+    }
+}
+
+/// Checks a bucket archive's entries against its object index as they stream by: line by line
+/// against the sidecar when there is one, else against the in-archive index at the end.
+struct ObjectCheck {
+    sidecar: Option<std::io::Lines<BufReader<std::fs::File>>>,
+    /// Without a sidecar: `(path, size, sha256)` of each entry, checked once the index is read.
+    seen: Vec<(String, u64, String)>,
+    /// The in-archive index, once read (empty when the sidecar is the reference).
+    index: Option<Vec<IndexEntry>>,
+    objects: u64,
+}
+
+impl ObjectCheck {
+    fn new(exp: &ArchiveExpectations<'_>) -> Result<Self, Problem> {
+        let sidecar = match exp.index_file {
+            Some(p) => Some(
+                BufReader::new(std::fs::File::open(p).map_err(|e| Problem::Unreadable {
+                    what: format!("object index {}", p.display()),
+                    detail: e.to_string(),
+                })?)
+                .lines(),
+            ),
+            None => None,
+        };
+        Ok(ObjectCheck {
+            sidecar,
+            seen: Vec::new(),
+            index: None,
+            objects: 0,
+        })
+    }
+
+    fn before_entry(&self) -> Result<(), Problem> {
+        if self.index.is_some() {
+            return Err(Problem::index(format!(
+                "entries after the object index {INDEX_ENTRY}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn index(&mut self, text: &[u8], recorded: Option<&str>) -> Result<(), Problem> {
+        if let Some(want) = recorded {
+            let got = hex::encode(Sha256::digest(text));
+            if got != want {
+                return Err(Problem::ChecksumMismatch {
+                    what: Checksum::Index,
+                    actual: got,
+                    recorded: want.to_string(),
+                });
             }
-            None => seen.push((path, n, sha)),
         }
+        self.index = Some(if self.sidecar.is_some() {
+            Vec::new()
+        } else {
+            parse_index(text)?
+        });
+        Ok(())
     }
-    if kind != ArtifactKind::Objects {
-        return Ok(format!("{entries} entries, {bytes} bytes of content"));
+
+    fn object(&mut self, path: String, size: u64, sha: String) -> Result<(), Problem> {
+        self.objects += 1;
+        let Some(lines) = self.sidecar.as_mut() else {
+            self.seen.push((path, size, sha));
+            return Ok(());
+        };
+        let line = lines
+            .next()
+            .ok_or_else(|| Problem::index(format!("entry {path:?} is not in the object index")))?
+            .map_err(|e| Problem::index(format!("object index unreadable: {e}")))?;
+        let want: IndexEntry = serde_json::from_str(&line).map_err(|e| {
+            Problem::index(format!(
+                "object index line {} is not valid: {e}",
+                self.objects
+            ))
+        })?;
+        compare(&want, &path, size, &sha)
     }
-    let Some(index) = index_found else {
-        return Err(Problem::index(format!(
-            "the object index {INDEX_ENTRY} is missing: the archive is incomplete"
-        )));
-    };
-    if let Some(lines) = sidecar.as_mut() {
-        if lines.next().is_some() {
-            return Err(Problem::index(
-                "the object index lists more objects than the archive holds",
-            ));
-        }
-    } else {
-        if index.len() != seen.len() {
+
+    /// Returns the number of objects checked.
+    fn finish(mut self, recorded: Option<u64>) -> Result<u64, Problem> {
+        let Some(index) = self.index else {
             return Err(Problem::index(format!(
-                "the object index lists {} objects, the archive holds {}",
-                index.len(),
-                seen.len()
+                "the object index {INDEX_ENTRY} is missing: the archive is incomplete"
             )));
+        };
+        if let Some(lines) = self.sidecar.as_mut() {
+            if lines.next().is_some() {
+                return Err(Problem::index(
+                    "the object index lists more objects than the archive holds",
+                ));
+            }
+        } else {
+            if index.len() != self.seen.len() {
+                return Err(Problem::index(format!(
+                    "the object index lists {} objects, the archive holds {}",
+                    index.len(),
+                    self.seen.len()
+                )));
+            }
+            for (want, (path, n, sha)) in index.iter().zip(&self.seen) {
+                compare(want, path, *n, sha)?;
+            }
         }
-        for (want, (path, n, sha)) in index.iter().zip(&seen) {
-            compare(want, path, *n, sha)?;
+        if let Some(want) = recorded {
+            if want != self.objects {
+                return Err(Problem::index(format!(
+                    "{} objects, the run record says {want}",
+                    self.objects
+                )));
+            }
         }
+        Ok(self.objects)
     }
-    if let Some(want) = exp.objects {
-        if want != objects {
-            return Err(Problem::index(format!(
-                "{objects} objects, the run record says {want}"
-            )));
-        }
-    }
-    Ok(format!("{objects} objects match the index, {bytes} bytes"))
 }
 
 fn compare(want: &IndexEntry, path: &str, size: u64, sha: &str) -> Result<(), Problem> {

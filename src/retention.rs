@@ -14,7 +14,7 @@
 //! - `failed` runs (a record, no artifacts) are kept inside the window;
 //! - `incomplete` runs (killed mid-run) are removed once older than `grace`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -98,18 +98,59 @@ pub fn plan(
         .copied()
         .filter(|r| r.state == RunState::Ok)
         .collect();
-    let newest_good = good.first().map(|r| r.time());
-    let window_start: Option<NaiveDate> = match (newest_good, policy.days) {
-        (Some(t), d) if d > 0 => Some(local_date(t, tz) - chrono::Days::new(u64::from(d) - 1)),
-        _ => None,
-    };
-    let in_window = |r: &RunInfo| match window_start {
-        Some(start) => local_date(r.time(), tz) >= start,
-        // No good run yet: nothing anchors the window, so nothing is old.
-        None => newest_good.is_none(),
-    };
+    let window = Window::new(good.first().map(|r| r.time()), policy.days, tz);
+    let mut reasons = keep_rules(&good, policy, tz);
+    Ok(sorted
+        .iter()
+        .map(|r| {
+            let mut why = reasons.remove(&r.id).unwrap_or_default();
+            why.extend(state_reason(r, policy, &window, now));
+            let keep = !why.is_empty();
+            if !keep {
+                why.push(delete_reason(r.state, policy));
+            }
+            Decision {
+                run_id: r.id.clone(),
+                state: r.state,
+                keep,
+                reasons: why,
+            }
+        })
+        .collect())
+}
 
-    let mut reasons: std::collections::HashMap<RunId, Vec<String>> = Default::default();
+/// The days window: the last `days` local dates up to the newest good run's.
+struct Window {
+    newest_good: Option<DateTime<Utc>>,
+    start: Option<NaiveDate>,
+    tz: Tz,
+}
+
+impl Window {
+    fn new(newest_good: Option<DateTime<Utc>>, days: u32, tz: Tz) -> Window {
+        let start = match (newest_good, days) {
+            (Some(t), d) if d > 0 => Some(local_date(t, tz) - chrono::Days::new(u64::from(d) - 1)),
+            _ => None,
+        };
+        Window {
+            newest_good,
+            start,
+            tz,
+        }
+    }
+
+    fn contains(&self, r: &RunInfo) -> bool {
+        match self.start {
+            Some(start) => local_date(r.time(), self.tz) >= start,
+            // No good run yet: nothing anchors the window, so nothing is old.
+            None => self.newest_good.is_none(),
+        }
+    }
+}
+
+/// The KEEP rules (min, last, daily, weekly, monthly) over the good runs, newest first.
+fn keep_rules(good: &[&RunInfo], policy: &Policy, tz: Tz) -> HashMap<RunId, Vec<String>> {
+    let mut reasons: HashMap<RunId, Vec<String>> = HashMap::new();
     let mut add = |r: &RunInfo, why: String| reasons.entry(r.id.clone()).or_default().push(why);
     for r in good.iter().take(policy.keep_min as usize) {
         add(
@@ -131,12 +172,11 @@ pub fn plan(
     }
     let mut bucket = |n: u32, label: &str, key: &dyn Fn(NaiveDate) -> (i32, u32)| {
         let mut seen = HashSet::new();
-        for r in &good {
+        for r in good {
             if seen.len() >= n as usize {
                 break;
             }
-            let k = key(local_date(r.time(), tz));
-            if seen.insert(k) {
+            if seen.insert(key(local_date(r.time(), tz))) {
                 add(
                     r,
                     format!(
@@ -153,60 +193,41 @@ pub fn plan(
         (w.year(), w.week())
     });
     bucket(policy.keep_monthly, "month", &|d| (d.year(), d.month()));
+    reasons
+}
 
-    let mut out = Vec::new();
-    for r in &sorted {
-        let mut why = reasons.remove(&r.id).unwrap_or_default();
-        let age = now - r.time();
-        match r.state {
-            RunState::Ok => {
-                if in_window(r) {
-                    why.push(format!("inside the {}-day window", policy.days));
-                }
-            }
-            RunState::Partial => {
-                if in_window(r) {
-                    why.push(format!("partial run inside the {}-day window", policy.days));
-                } else if newest_good.is_none_or(|g| r.time() > g) {
-                    why.push("partial run newer than every good run: its database backup is the freshest".into());
-                }
-            }
-            RunState::Failed => {
-                if in_window(r) {
-                    why.push(format!(
-                        "failed run (a record only) inside the {}-day window",
-                        policy.days
-                    ));
-                }
-            }
-            RunState::Incomplete | RunState::Running | RunState::Unreadable => {
-                if age < policy.grace {
-                    why.push("interrupted run, still inside the grace period".into());
-                }
-            }
+/// Why a run is kept for its state and age, if it is.
+fn state_reason(r: &RunInfo, policy: &Policy, w: &Window, now: DateTime<Utc>) -> Option<String> {
+    let days = policy.days;
+    match r.state {
+        RunState::Ok => w
+            .contains(r)
+            .then(|| format!("inside the {days}-day window")),
+        RunState::Partial if w.contains(r) => {
+            Some(format!("partial run inside the {days}-day window"))
         }
-        let keep = !why.is_empty();
-        if !keep {
-            why.push(match r.state {
-                RunState::Ok => format!(
-                    "good run outside the {}-day window and every KEEP rule",
-                    policy.days
-                ),
-                RunState::Partial => format!("partial run outside the {}-day window", policy.days),
-                RunState::Failed => format!("failed run outside the {}-day window", policy.days),
-                RunState::Incomplete | RunState::Running | RunState::Unreadable => {
-                    "leftovers of an interrupted run, older than the grace period".into()
-                }
-            });
-        }
-        out.push(Decision {
-            run_id: r.id.clone(),
-            state: r.state,
-            keep,
-            reasons: why,
-        });
+        RunState::Partial => w.newest_good.is_none_or(|g| r.time() > g).then(|| {
+            "partial run newer than every good run: its database backup is the freshest".into()
+        }),
+        RunState::Failed => w
+            .contains(r)
+            .then(|| format!("failed run (a record only) inside the {days}-day window")),
+        RunState::Incomplete | RunState::Running | RunState::Unreadable => (now - r.time()
+            < policy.grace)
+            .then(|| "interrupted run, still inside the grace period".into()),
     }
-    Ok(out)
+}
+
+fn delete_reason(state: RunState, policy: &Policy) -> String {
+    let days = policy.days;
+    match state {
+        RunState::Ok => format!("good run outside the {days}-day window and every KEEP rule"),
+        RunState::Partial => format!("partial run outside the {days}-day window"),
+        RunState::Failed => format!("failed run outside the {days}-day window"),
+        RunState::Incomplete | RunState::Running | RunState::Unreadable => {
+            "leftovers of an interrupted run, older than the grace period".into()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,17 +5,14 @@
 //! artifacts but that no record names (an old shell script's backups) are "unmanaged".
 
 mod naming;
-mod problem;
 mod record;
 
 use std::collections::HashSet;
 use std::path::Path;
 
 pub use naming::{index_file_name, ArtifactKind, RunId};
-pub use problem::{Checksum, Problem};
 pub use record::{
-    ArtifactRecord, LowSpace, PruneSummary, RecordError, RunRecord, RunState, Step, Verification,
-    SCHEMA_VERSION,
+    ArtifactRecord, LowSpace, PruneSummary, RunRecord, RunState, Step, Verification, SCHEMA_VERSION,
 };
 
 use crate::error::{Error, Result};
@@ -111,12 +108,11 @@ impl Catalog {
             .into_iter()
             .rev()
             .find(|r| r.status == RunState::Ok && r.good_artifacts(kind).next().is_some())
-            .ok_or_else(|| Error::NoBackup {
-                kind: Some(kind),
-                detail: format!(
+            .ok_or_else(|| {
+                Error::NoBackup(format!(
                     "no ok run with a verified {kind} backup in {}",
                     self.dir.path().display()
-                ),
+                ))
             })
     }
 

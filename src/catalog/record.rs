@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
 use super::naming::{ArtifactKind, RunId};
+use crate::error::RecordError;
 use crate::pipeline::Compression;
 
 /// Version of the run-record schema this build writes.
@@ -223,26 +224,6 @@ fn yes() -> bool {
     true
 }
 
-/// Why bytes are not a run record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RecordError {
-    Invalid(String),
-    /// Written by a newer stackback whose schema this build cannot read.
-    TooNew(u32),
-}
-
-impl fmt::Display for RecordError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RecordError::Invalid(e) => write!(f, "not a valid run record: {e}"),
-            RecordError::TooNew(v) => write!(
-                f,
-                "written by a newer stackback (schema {v}; this build reads up to {SCHEMA_VERSION}): upgrade stackback"
-            ),
-        }
-    }
-}
-
 impl RunRecord {
     pub fn new(run_id: RunId, started_at: DateTime<Utc>) -> Self {
         RunRecord {
@@ -322,7 +303,10 @@ impl RunRecord {
             .and_then(|s| s.as_u64())
             .ok_or_else(|| RecordError::Invalid("missing field `schema`".into()))?;
         if schema > u64::from(SCHEMA_VERSION) {
-            return Err(RecordError::TooNew(schema as u32));
+            return Err(RecordError::TooNew {
+                found: schema as u32,
+                supported: SCHEMA_VERSION,
+            });
         }
         let mut record: RunRecord = serde_json::from_value(value.clone())
             .map_err(|e| RecordError::Invalid(e.to_string()))?;
@@ -446,7 +430,13 @@ mod tests {
         let mut v: serde_json::Value = serde_json::from_slice(&record().to_json()).unwrap();
         v["schema"] = 3.into();
         let err = RunRecord::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert_eq!(err, RecordError::TooNew(3));
+        assert_eq!(
+            err,
+            RecordError::TooNew {
+                found: 3,
+                supported: SCHEMA_VERSION
+            }
+        );
     }
 
     #[test]

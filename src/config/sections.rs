@@ -383,6 +383,42 @@ fn choose<T: Copy>(k: Key, v: &str, table: &[(&[&str], T)], names: &str) -> Resu
         .ok_or_else(|| k.error(format!("unknown value {v:?}; use {names}")))
 }
 
+impl SmtpConfig {
+    fn build(s: &Settings) -> Result<Self> {
+        let tls = choose(
+            Key::SmtpTls,
+            s.text(Key::SmtpTls),
+            &[
+                (&["starttls", ""], SmtpTls::Starttls),
+                (&["tls", "ssl"], SmtpTls::Tls),
+                (&["none", "off"], SmtpTls::None),
+            ],
+            "starttls, tls or none",
+        )?;
+        let port = match s.get(Key::SmtpPort) {
+            Some(p) => p
+                .parse()
+                .map_err(|_| Key::SmtpPort.error(format!("expected a port number, got {p:?}")))?,
+            None => match tls {
+                SmtpTls::Starttls => 587,
+                SmtpTls::Tls => 465,
+                SmtpTls::None => 25,
+            },
+        };
+        Ok(SmtpConfig {
+            host: s.get(Key::SmtpHost).map(String::from),
+            port,
+            user: s.get(Key::SmtpUser).map(String::from),
+            password: s.get(Key::SmtpPassword).map(Secret::new),
+            from: s
+                .get(Key::SmtpFrom)
+                .map(String::from)
+                .unwrap_or_else(|| format!("stackback@{}", crate::catalog::host_name())),
+            tls,
+        })
+    }
+}
+
 impl NotifyConfig {
     pub fn build(s: &Settings) -> Result<Self> {
         let webhook_format = choose(
@@ -412,32 +448,12 @@ impl NotifyConfig {
             ],
             "failure, always or change",
         )?;
-        let tls = choose(
-            Key::SmtpTls,
-            s.text(Key::SmtpTls),
-            &[
-                (&["starttls", ""], SmtpTls::Starttls),
-                (&["tls", "ssl"], SmtpTls::Tls),
-                (&["none", "off"], SmtpTls::None),
-            ],
-            "starttls, tls or none",
-        )?;
-        let port = match s.get(Key::SmtpPort) {
-            Some(p) => p
-                .parse()
-                .map_err(|_| Key::SmtpPort.error(format!("expected a port number, got {p:?}")))?,
-            None => match tls {
-                SmtpTls::Starttls => 587,
-                SmtpTls::Tls => 465,
-                SmtpTls::None => 25,
-            },
-        };
         let emails = s.list(Key::AlertEmail);
         if let Some(e) = emails.iter().find(|e| !e.contains('@')) {
             return Err(Key::AlertEmail.error(format!("{e:?} is not an email address")));
         }
-        let host = s.get(Key::SmtpHost).map(String::from);
-        if !emails.is_empty() && host.is_none() {
+        let smtp = SmtpConfig::build(s)?;
+        if !emails.is_empty() && smtp.host.is_none() {
             return Err(Key::SmtpHost.error(
                 "BACKUP_ALERT_EMAIL is set but SMTP_HOST is not: email alerts need an SMTP server",
             ));
@@ -450,17 +466,7 @@ impl NotifyConfig {
             emails,
             on,
             heartbeat_url,
-            smtp: SmtpConfig {
-                host,
-                port,
-                user: s.get(Key::SmtpUser).map(String::from),
-                password: s.get(Key::SmtpPassword).map(Secret::new),
-                from: s
-                    .get(Key::SmtpFrom)
-                    .map(String::from)
-                    .unwrap_or_else(|| format!("stackback@{}", crate::catalog::host_name())),
-                tls,
-            },
+            smtp,
             pushgateway_url: s.http_url(Key::PushgatewayUrl)?,
             backup_dir: s.backup_dir(),
         })

@@ -70,131 +70,153 @@ fn has(r: &RunRecord, label: &str) -> bool {
         .any(|a| kind_label(a.kind) == label && a.verification.ok)
 }
 
+/// Prometheus text exposition being written: one `# HELP`/`# TYPE` block per metric.
+#[derive(Default)]
+struct Exposition(String);
+
+type Samples = Vec<(String, f64)>;
+
+impl Exposition {
+    /// Writes a metric; one without samples is left out.
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: Samples) {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(self.0, "{name}{labels} {v}");
+        }
+    }
+}
+
+fn ts(d: chrono::DateTime<chrono::Utc>) -> f64 {
+    d.timestamp_millis() as f64 / 1000.0
+}
+
+fn type_label(ty: &str) -> String {
+    format!("{{type=\"{ty}\"}}")
+}
+
+/// The records a render looks at.
+struct View<'a> {
+    records: &'a [RunRecord],
+    /// Runs that ended, oldest first.
+    finished: Vec<&'a RunRecord>,
+    /// The backup types this setup makes: `database`, and `objects` when buckets are configured
+    /// or were backed up.
+    types: Vec<&'static str>,
+}
+
+impl View<'_> {
+    fn last(&self) -> Option<&RunRecord> {
+        self.finished.last().copied()
+    }
+
+    /// Per type: the last run's result, and when the newest good backup finished.
+    fn success(&self, e: &mut Exposition) {
+        let per_type = |f: &dyn Fn(&str) -> Option<f64>| -> Samples {
+            self.types
+                .iter()
+                .filter_map(|ty| f(ty).map(|v| (type_label(ty), v)))
+                .collect()
+        };
+        if let Some(r) = self.last() {
+            e.metric(
+                "backup_success",
+                "gauge",
+                "1 if the last run backed this type up and verified it, else 0.",
+                per_type(&|ty| Some(f64::from(has(r, ty) && r.status != RunState::Failed))),
+            );
+        }
+        e.metric(
+            "backup_last_success_timestamp_seconds",
+            "gauge",
+            "When the newest verified backup of this type finished (Unix time).",
+            per_type(&|ty| {
+                self.finished
+                    .iter()
+                    .rev()
+                    .find(|r| r.has_good_artifacts() && has(r, ty))
+                    .map(|r| ts(r.finished_at.unwrap_or(r.started_at)))
+            }),
+        );
+    }
+
+    /// When the last run ended, how long it took, what it wrote.
+    fn last_run(&self, e: &mut Exposition) {
+        let Some(r) = self.last() else { return };
+        let one = |v: f64| vec![(String::new(), v)];
+        e.metric(
+            "backup_last_run_timestamp_seconds",
+            "gauge",
+            "When the last run finished, whatever its result (Unix time).",
+            one(ts(r.finished_at.unwrap_or(r.started_at))),
+        );
+        e.metric(
+            "backup_duration_seconds",
+            "gauge",
+            "How long the last run took.",
+            one(r.finished_at.map_or(0.0, |f| {
+                (f - r.started_at).num_milliseconds() as f64 / 1000.0
+            })),
+        );
+        let size = |ty: &str| -> f64 {
+            r.artifacts
+                .iter()
+                .filter(|a| kind_label(a.kind) == ty)
+                .map(|a| a.stored_bytes)
+                .sum::<u64>() as f64
+        };
+        e.metric(
+            "backup_size_bytes",
+            "gauge",
+            "Stored size of the last run's artifacts of this type.",
+            self.types
+                .iter()
+                .map(|ty| (type_label(ty), size(ty)))
+                .collect(),
+        );
+        if self.types.contains(&"objects") {
+            let objects: u64 = r.artifacts.iter().filter_map(|a| a.objects).sum();
+            e.metric(
+                "backup_objects_total",
+                "gauge",
+                "Objects in the last run's bucket backups.",
+                one(objects as f64),
+            );
+        }
+    }
+}
+
 /// The metrics text for the backup directory of `cfg`.
 /// `daemon` is `None` outside the daemon: a manual run's push then leaves the daemon-only counter
 /// out instead of resetting it.
 pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
-    let records = match BackupDir::open(&cfg.backup_dir()) {
-        Ok(d) => Catalog::new(d).records()?,
-        Err(Error::NotFound(_)) => Vec::new(),
+    let (records, counters) = match BackupDir::open(&cfg.backup_dir()) {
+        Ok(d) => (Catalog::new(d.clone()).records()?, RunCounters::load(&d)),
+        Err(Error::NotFound(_)) => (Vec::new(), RunCounters::default()),
         Err(e) => return Err(e),
     };
-    let counters = BackupDir::open(&cfg.backup_dir())
-        .map(|d| RunCounters::load(&d))
-        .unwrap_or_default();
-    let finished: Vec<&RunRecord> = records
-        .iter()
-        .filter(|r| r.status != RunState::Running)
-        .collect();
-    let last = finished.last().copied();
-    let mut types = vec!["database"];
     let objects_configured = cfg
         .objects()
         .is_ok_and(|o| o.s3_enabled() || o.data_dir.is_some());
+    let mut types = vec!["database"];
     if objects_configured || records.iter().any(|r| has(r, "objects")) {
         types.push("objects");
     }
-
-    let mut t = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-        if samples.is_empty() {
-            return;
-        }
-        let _ = writeln!(t, "# HELP {name} {help}");
-        let _ = writeln!(t, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(t, "{name}{labels} {v}");
-        }
-    };
-    let ts = |d: chrono::DateTime<chrono::Utc>| d.timestamp_millis() as f64 / 1000.0;
-
-    metric(
-        "backup_success",
-        "gauge",
-        "1 if the last run backed this type up and verified it, else 0.",
-        last.map(|r| {
-            types
-                .iter()
-                .map(|ty| {
-                    (
-                        format!("{{type=\"{ty}\"}}"),
-                        if has(r, ty) && r.status != RunState::Failed {
-                            1.0
-                        } else {
-                            0.0
-                        },
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default(),
-    );
-    metric(
-        "backup_last_success_timestamp_seconds",
-        "gauge",
-        "When the newest verified backup of this type finished (Unix time).",
-        types
+    let view = View {
+        records: &records,
+        finished: records
             .iter()
-            .filter_map(|ty| {
-                finished
-                    .iter()
-                    .rev()
-                    .find(|r| r.has_good_artifacts() && has(r, ty))
-                    .map(|r| {
-                        (
-                            format!("{{type=\"{ty}\"}}"),
-                            ts(r.finished_at.unwrap_or(r.started_at)),
-                        )
-                    })
-            })
+            .filter(|r| r.status != RunState::Running)
             .collect(),
-    );
-    if let Some(r) = last {
-        metric(
-            "backup_last_run_timestamp_seconds",
-            "gauge",
-            "When the last run finished, whatever its result (Unix time).",
-            vec![(String::new(), ts(r.finished_at.unwrap_or(r.started_at)))],
-        );
-        metric(
-            "backup_duration_seconds",
-            "gauge",
-            "How long the last run took.",
-            vec![(
-                String::new(),
-                r.finished_at.map_or(0.0, |f| {
-                    (f - r.started_at).num_milliseconds() as f64 / 1000.0
-                }),
-            )],
-        );
-        metric(
-            "backup_size_bytes",
-            "gauge",
-            "Stored size of the last run's artifacts of this type.",
-            types
-                .iter()
-                .map(|ty| {
-                    let bytes: u64 = r
-                        .artifacts
-                        .iter()
-                        .filter(|a| kind_label(a.kind) == *ty)
-                        .map(|a| a.stored_bytes)
-                        .sum();
-                    (format!("{{type=\"{ty}\"}}"), bytes as f64)
-                })
-                .collect(),
-        );
-        let objects: u64 = r.artifacts.iter().filter_map(|a| a.objects).sum();
-        if types.contains(&"objects") {
-            metric(
-                "backup_objects_total",
-                "gauge",
-                "Objects in the last run's bucket backups.",
-                vec![(String::new(), objects as f64)],
-            );
-        }
-    }
-    metric(
+        types,
+    };
+    let mut e = Exposition::default();
+    view.success(&mut e);
+    view.last_run(&mut e);
+    e.metric(
         "backup_runs_total",
         "counter",
         "Backup runs by result.",
@@ -205,23 +227,25 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
         ],
     );
     if let Some(d) = daemon {
-        metric(
+        e.metric(
             "backup_skipped_runs_total",
             "counter",
             "Scheduled runs skipped because another run was still going.",
             vec![(String::new(), d.skipped.load(Ordering::Relaxed) as f64)],
         );
     }
-    metric(
+    let good = view
+        .records
+        .iter()
+        .filter(|r| r.status == RunState::Ok)
+        .count();
+    e.metric(
         "backup_good_runs",
         "gauge",
         "Runs with status ok in the backup directory.",
-        vec![(
-            String::new(),
-            records.iter().filter(|r| r.status == RunState::Ok).count() as f64,
-        )],
+        vec![(String::new(), good as f64)],
     );
-    Ok(t)
+    Ok(e.0)
 }
 
 /// Replaces this host's group on the Pushgateway (job `stackback`, instance = host name).

@@ -152,24 +152,7 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
         }
     }
     runs.reverse();
-    let mut unmanaged = Vec::new();
-    let mut temp_files = Vec::new();
-    let mut bytes_on_disk = 0;
-    for name in dir.file_names()? {
-        let bytes = std::fs::metadata(dir.join(&name)).map_or(0, |m| m.len());
-        bytes_on_disk += bytes;
-        let f = FileSummary {
-            run_id: RunId::from_artifact_name(&name),
-            kind: ArtifactKind::of_file_name(&name),
-            file: name.clone(),
-            bytes,
-        };
-        if name.starts_with(TEMP_PREFIX) || name.starts_with(RETIRED_PREFIX) {
-            temp_files.push(f);
-        } else if !named.contains(&name) && f.kind.is_some() {
-            unmanaged.push(f);
-        }
-    }
+    let (unmanaged, temp_files, bytes_on_disk) = other_files(dir, &named)?;
     let (free_bytes, total_bytes) = dir.space()?;
     let count = |s: RunState| runs.iter().filter(|r| r.status == s).count();
     let good_with = |k: ArtifactKind| {
@@ -199,6 +182,31 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
         temp_files,
         totals,
     })
+}
+
+/// Files no record names that look like backups (unmanaged), temp and retired files (leftovers),
+/// and the bytes of every file.
+fn other_files(
+    dir: &BackupDir,
+    named: &std::collections::HashSet<String>,
+) -> Result<(Vec<FileSummary>, Vec<FileSummary>, u64)> {
+    let (mut unmanaged, mut temp_files, mut bytes_on_disk) = (Vec::new(), Vec::new(), 0);
+    for name in dir.file_names()? {
+        let bytes = std::fs::metadata(dir.join(&name)).map_or(0, |m| m.len());
+        bytes_on_disk += bytes;
+        let f = FileSummary {
+            run_id: RunId::from_artifact_name(&name),
+            kind: ArtifactKind::of_file_name(&name),
+            file: name.clone(),
+            bytes,
+        };
+        if name.starts_with(TEMP_PREFIX) || name.starts_with(RETIRED_PREFIX) {
+            temp_files.push(f);
+        } else if !named.contains(&name) && f.kind.is_some() {
+            unmanaged.push(f);
+        }
+    }
+    Ok((unmanaged, temp_files, bytes_on_disk))
 }
 
 /// What `stackback status` reports. JSON schema: docs/list-json.md.

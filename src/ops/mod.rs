@@ -72,24 +72,20 @@ impl Selector {
             Selector::Run(id) => {
                 let r = catalog.load(id)?;
                 if !r.has_good_artifacts() {
-                    return Err(Error::NoBackup {
-                        kind: None,
-                        detail: format!(
-                            "run {id} has status {}: it holds no backup to restore",
-                            r.status
-                        ),
-                    });
+                    return Err(Error::NoBackup(format!(
+                        "run {id} has status {}: it holds no backup to restore",
+                        r.status
+                    )));
                 }
                 r
             }
             Selector::File(p) => {
-                let name = Selector::file_in(p, dir).ok_or_else(|| Error::NoBackup {
-                    kind: Some(kind),
-                    detail: format!(
+                let name = Selector::file_in(p, dir).ok_or_else(|| {
+                    Error::NoBackup(format!(
                         "no run record in {} names {}: stackback cannot prove it complete",
                         dir.display(),
                         p.display()
-                    ),
+                    ))
                 })?;
                 return match catalog.find_file(&name)? {
                     Some((r, a)) if a.kind != kind => Err(Error::Usage(format!(
@@ -97,29 +93,22 @@ impl Selector {
                         r.run_id, a.kind
                     ))),
                     Some((r, a)) if r.has_good_artifacts() && a.verification.ok => Ok((r, vec![a])),
-                    Some((r, _)) => Err(Error::NoBackup {
-                        kind: Some(kind),
-                        detail: format!(
-                            "{name} belongs to run {} whose status is {}: it is not a verified backup",
-                            r.run_id, r.status
-                        ),
-                    }),
-                    None => Err(Error::NoBackup {
-                        kind: Some(kind),
-                        detail: format!(
-                            "no run record in {} names {name}: stackback cannot prove it complete",
-                            dir.display()
-                        ),
-                    }),
+                    Some((r, _)) => Err(Error::NoBackup(format!(
+                        "{name} belongs to run {} whose status is {}: it is not a verified backup",
+                        r.run_id, r.status
+                    ))),
+                    None => Err(Error::NoBackup(format!(
+                        "no run record in {} names {name}: stackback cannot prove it complete",
+                        dir.display()
+                    ))),
                 };
             }
         };
         let arts: Vec<ArtifactRecord> = run.good_artifacts(kind).cloned().collect();
         if arts.is_empty() {
-            return Err(Error::NoBackup {
-                kind: Some(kind),
-                detail: format!("the selected run holds no verified {kind} backup"),
-            });
+            return Err(Error::NoBackup(format!(
+                "the selected run holds no verified {kind} backup"
+            )));
         }
         Ok((run, arts))
     }

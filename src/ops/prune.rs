@@ -7,7 +7,7 @@
 //! (an old script's backups) are only deleted with `include_unmanaged`. Runs under the directory
 //! lock: by a backup run after it verified (it already holds the lock), or by `stackback prune`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -66,7 +66,7 @@ pub fn prune_locked(
     now: DateTime<Utc>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
-    let (policy, tz) = (&retention.policy, retention.timezone);
+    let policy = &retention.policy;
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -74,39 +74,20 @@ pub fn prune_locked(
     finish_retired(dir, opts, &mut report)?;
 
     let catalog = Catalog::new(dir.clone());
-    let mut runs = Vec::new();
-    let mut records = std::collections::HashMap::new();
-    for e in catalog.entries()? {
-        match e {
-            Entry::Unreadable { file, error, .. } => report
-                .notes
-                .push(format!("{file} kept: the record is unreadable ({error})")),
-            Entry::Record(r) => {
-                if opts.current.as_ref() == Some(&r.run_id) {
-                    continue;
-                }
-                if !r.checksum_ok() {
-                    report.notes.push(format!(
-                        "run {} kept: its record was modified, so what it names is uncertain",
-                        r.run_id
-                    ));
-                    continue;
-                }
-                // Prune holds the lock: a record still `running` belongs to a run that died.
-                let state = match r.status {
-                    RunState::Running => RunState::Incomplete,
-                    s => s,
-                };
-                runs.push(RunInfo {
-                    id: r.run_id.clone(),
-                    state,
-                });
-                records.insert(r.run_id.clone(), *r);
-            }
-        }
-    }
-    report.decisions =
-        plan(&runs, policy, now, tz).map_err(|e| Error::config("backup.retention_days", e))?;
+    let records = usable_records(&catalog, opts, &mut report)?;
+    let runs: Vec<RunInfo> = records
+        .values()
+        .map(|r| RunInfo {
+            id: r.run_id.clone(),
+            // Prune holds the lock: a record still `running` belongs to a run that died.
+            state: match r.status {
+                RunState::Running => RunState::Incomplete,
+                s => s,
+            },
+        })
+        .collect();
+    report.decisions = plan(&runs, policy, now, retention.timezone)
+        .map_err(|e| Error::config("backup.retention_days", e))?;
 
     let names = dir.file_names()?;
     let mut named: HashSet<String> = HashSet::new();
@@ -123,49 +104,104 @@ pub fn prune_locked(
         }
         retire(dir, r, &files, opts, &mut report)?;
     }
-
-    // Temp files of crashed runs, once older than the grace period.
-    for n in names.iter().filter(|n| n.starts_with(TEMP_PREFIX)) {
-        let path = dir.join(n);
-        let age = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok());
-        if age.is_some_and(|a| a.as_secs() as i64 > policy.grace.num_seconds()) {
-            delete(dir, n, opts, &mut report)?;
-        }
-    }
-
-    // Files that look like backups but that no record names.
+    sweep_temp_files(dir, &names, policy.grace, opts, &mut report)?;
     let newest_good = records
         .values()
         .filter(|r| r.status == RunState::Ok)
         .map(|r| r.run_id.time())
         .max();
-    for n in &names {
+    sweep_unmanaged(
+        dir,
+        &names,
+        &named,
+        newest_good,
+        policy.days,
+        opts,
+        &mut report,
+    )?;
+    if !opts.dry_run {
+        dir.sync()?;
+    }
+    Ok(report)
+}
+
+/// The records prune may act on: readable, unmodified, not the calling run's. The others are kept
+/// with a note.
+fn usable_records(
+    catalog: &Catalog,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<HashMap<RunId, RunRecord>> {
+    let mut records = HashMap::new();
+    for e in catalog.entries()? {
+        match e {
+            Entry::Unreadable { file, error, .. } => report
+                .notes
+                .push(format!("{file} kept: the record is unreadable ({error})")),
+            Entry::Record(r) if opts.current.as_ref() == Some(&r.run_id) => {}
+            Entry::Record(r) if !r.checksum_ok() => report.notes.push(format!(
+                "run {} kept: its record was modified, so what it names is uncertain",
+                r.run_id
+            )),
+            Entry::Record(r) => {
+                records.insert(r.run_id.clone(), *r);
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// Temp files of crashed runs, once older than the grace period.
+fn sweep_temp_files(
+    dir: &BackupDir,
+    names: &[String],
+    grace: chrono::Duration,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    for n in names.iter().filter(|n| n.starts_with(TEMP_PREFIX)) {
+        let age = std::fs::metadata(dir.join(n))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a.as_secs() as i64 > grace.num_seconds()) {
+            delete(dir, n, opts, report)?;
+        }
+    }
+    Ok(())
+}
+
+/// Files that look like backups but that no record names: kept unless `include_unmanaged`, and
+/// then only deleted once outside the days window.
+fn sweep_unmanaged(
+    dir: &BackupDir,
+    names: &[String],
+    named: &HashSet<String>,
+    newest_good: Option<DateTime<Utc>>,
+    days: u32,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    for n in names {
         if named.contains(n) || n.starts_with('.') || ArtifactKind::of_file_name(n).is_none() {
             continue;
         }
         let Some(id) = RunId::from_artifact_name(n) else {
             continue;
         };
-        let old = newest_good
-            .is_some_and(|g| g - id.time() > chrono::Duration::days(i64::from(policy.days)));
+        let old =
+            newest_good.is_some_and(|g| g - id.time() > chrono::Duration::days(i64::from(days)));
         if !opts.include_unmanaged {
             report.notes.push(format!("{n} kept: unmanaged (no run record names it; --include-unmanaged deletes old ones)"));
         } else if old {
-            delete(dir, n, opts, &mut report)?;
+            delete(dir, n, opts, report)?;
         } else {
-            report.notes.push(format!(
-                "{n} kept: unmanaged, inside the {}-day window",
-                policy.days
-            ));
+            report
+                .notes
+                .push(format!("{n} kept: unmanaged, inside the {days}-day window"));
         }
     }
-    if !opts.dry_run {
-        dir.sync()?;
-    }
-    Ok(report)
+    Ok(())
 }
 
 fn delete(

@@ -11,11 +11,9 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::archive::ArchiveExpectations;
-use crate::catalog::{
-    ArtifactKind, ArtifactRecord, Catalog, Checksum, Entry, Problem, RunId, RunRecord, RunState,
-};
+use crate::catalog::{ArtifactKind, ArtifactRecord, Catalog, Entry, RunId, RunRecord, RunState};
 use crate::config::Thresholds;
-use crate::error::{Error, Result};
+use crate::error::{Checksum, Error, Problem, Result};
 use crate::ops::Selector;
 use crate::pipeline::PlainReader;
 use crate::sink::local::{BackupDir, TEMP_PREFIX};
@@ -106,7 +104,7 @@ pub fn check_artifact(
         return Err(Problem::TooSmall {
             size,
             min,
-            kind: a.kind,
+            kind: a.kind.to_string(),
         });
     }
     let unreadable = |e: std::io::Error| Problem::Unreadable {
@@ -201,32 +199,7 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
     let catalog = Catalog::new(dir.clone());
     let mut report = VerifyReport::default();
     match target {
-        Target::All => {
-            let entries = catalog.entries()?;
-            let mut named = std::collections::HashSet::new();
-            for e in &entries {
-                if let Entry::Record(r) = e {
-                    named.extend(r.artifacts.iter().map(|a| a.file.clone()));
-                }
-                check_entry(dir, th, e, &mut report);
-            }
-            for name in dir.file_names()? {
-                if name.starts_with(TEMP_PREFIX) || named.contains(&name) {
-                    continue;
-                }
-                if ArtifactKind::of_file_name(&name).is_some() {
-                    report.checks.push(ArtifactCheck {
-                        run_id: RunId::from_artifact_name(&name),
-                        file: name,
-                        kind: None,
-                        stored_bytes: None,
-                        outcome: Outcome::Skipped(
-                            "unmanaged: no stackback run record names this file".into(),
-                        ),
-                    });
-                }
-            }
-        }
+        Target::All => check_all(dir, th, &catalog, &mut report)?,
         Target::One(Selector::Latest) => {
             let latest = catalog.latest_ok()?.ok_or_else(|| {
                 Error::verification(
@@ -249,34 +222,77 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
             };
             check_entry(dir, th, &entry, &mut report);
         }
-        Target::One(Selector::File(path)) => {
-            let found = match Selector::file_in(path, dir.path()) {
-                Some(name) => catalog.find_file(&name)?,
-                None => None,
-            };
-            match found {
-                Some((rec, a)) => check_record_artifacts(dir, th, &rec, Some(&a.file), &mut report),
-                None => {
-                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-                    let on_disk = if path.components().count() == 1 {
-                        dir.join(&path.display().to_string())
-                    } else {
-                        path.clone()
-                    };
-                    report.checks.push(ArtifactCheck {
-                        run_id: name.as_deref().and_then(RunId::from_artifact_name),
-                        file: on_disk.display().to_string(),
-                        kind: name.as_deref().and_then(ArtifactKind::of_file_name),
-                        stored_bytes: std::fs::metadata(&on_disk).ok().map(|m| m.len()),
-                        outcome: Outcome::Failed(Problem::Unrecorded {
-                            dir: dir.path().display().to_string(),
-                        }),
-                    })
-                }
-            }
-        }
+        Target::One(Selector::File(path)) => check_file(dir, th, &catalog, path, &mut report)?,
     }
     Ok(report)
+}
+
+/// Every record's artifacts, then the files no record names (skipped as unmanaged).
+fn check_all(
+    dir: &BackupDir,
+    th: &Thresholds,
+    catalog: &Catalog,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let mut named = std::collections::HashSet::new();
+    for e in &catalog.entries()? {
+        if let Entry::Record(r) = e {
+            named.extend(r.artifacts.iter().map(|a| a.file.clone()));
+        }
+        check_entry(dir, th, e, report);
+    }
+    for name in dir.file_names()? {
+        if name.starts_with(TEMP_PREFIX) || named.contains(&name) {
+            continue;
+        }
+        if ArtifactKind::of_file_name(&name).is_some() {
+            report.checks.push(ArtifactCheck {
+                run_id: RunId::from_artifact_name(&name),
+                file: name,
+                kind: None,
+                stored_bytes: None,
+                outcome: Outcome::Skipped(
+                    "unmanaged: no stackback run record names this file".into(),
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One file: its artifact when a record of the directory names it, else a failure (nothing
+/// proves an unrecorded file complete).
+fn check_file(
+    dir: &BackupDir,
+    th: &Thresholds,
+    catalog: &Catalog,
+    path: &std::path::Path,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let found = match Selector::file_in(path, dir.path()) {
+        Some(name) => catalog.find_file(&name)?,
+        None => None,
+    };
+    if let Some((rec, a)) = found {
+        check_record_artifacts(dir, th, &rec, Some(&a.file), report);
+        return Ok(());
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let on_disk = if path.components().count() == 1 {
+        dir.join(&path.display().to_string())
+    } else {
+        path.to_path_buf()
+    };
+    report.checks.push(ArtifactCheck {
+        run_id: name.as_deref().and_then(RunId::from_artifact_name),
+        file: on_disk.display().to_string(),
+        kind: name.as_deref().and_then(ArtifactKind::of_file_name),
+        stored_bytes: std::fs::metadata(&on_disk).ok().map(|m| m.len()),
+        outcome: Outcome::Failed(Problem::Unrecorded {
+            dir: dir.path().display().to_string(),
+        }),
+    });
+    Ok(())
 }
 
 fn check_entry(dir: &BackupDir, th: &Thresholds, e: &Entry, report: &mut VerifyReport) {

@@ -12,8 +12,7 @@ use tokio::sync::mpsc;
 
 use super::{s3_error, with_key};
 use crate::archive::IndexEntry;
-use crate::catalog::Problem;
-use crate::error::{Error, Result, S3ErrorKind};
+use crate::error::{Error, Problem, Result, S3ErrorKind};
 
 /// Objects above this size are uploaded in parts of this size.
 pub const PART_SIZE: usize = 8 << 20;

@@ -391,23 +391,34 @@ fn write_archive(
                 .write_all(b"\n")
                 .map_err(|e| Error::io("cannot write", &index_path, e))?;
         }
-        index_w
-            .flush()
-            .map_err(|e| Error::io("cannot write", &index_path, e))?;
-        let (buf, index_bytes, index_sha) = index_w.finish();
-        drop(buf);
-        stats.index_sha256 = index_sha;
-        let mut h = header(
-            index_bytes,
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        );
-        let f = std::fs::File::open(&index_path)
-            .map_err(|e| Error::io("cannot reopen", &index_path, e))?;
-        tar.append_data(&mut h, INDEX_ENTRY, f).map_err(io_err)?;
-        tar.finish().map_err(io_err)?;
+        stats.index_sha256 = append_index(&mut tar, index_w, &index_path, &archive_path)?;
     }
     Ok((archive, index, stats))
+}
+
+/// Ends the archive with the object index as its last entry; returns the index's SHA-256.
+fn append_index(
+    tar: &mut tar::Builder<&mut dyn Write>,
+    mut index_w: HashWriter<BufWriter<std::fs::File>>,
+    index_path: &std::path::Path,
+    archive_path: &std::path::Path,
+) -> Result<String> {
+    index_w
+        .flush()
+        .map_err(|e| Error::io("cannot write", index_path, e))?;
+    let (buf, index_bytes, index_sha) = index_w.finish();
+    drop(buf);
+    let mut h = header(
+        index_bytes,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    let f =
+        std::fs::File::open(index_path).map_err(|e| Error::io("cannot reopen", index_path, e))?;
+    let io_err = |e: io::Error| Error::io("cannot write", archive_path, e);
+    tar.append_data(&mut h, INDEX_ENTRY, f).map_err(io_err)?;
+    tar.finish().map_err(io_err)?;
+    Ok(index_sha)
 }

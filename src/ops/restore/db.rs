@@ -8,9 +8,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::catalog::{ArtifactKind, ArtifactRecord, Problem};
+use crate::catalog::{ArtifactKind, ArtifactRecord};
 use crate::config::{Config, PostgresConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::ops::Selector;
 use crate::pipeline::{open_plain, Compression};
 use crate::redact::Redactor;

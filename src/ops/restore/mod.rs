@@ -11,9 +11,9 @@ pub mod volume;
 
 use std::path::Path;
 
-use crate::catalog::{ArtifactKind, ArtifactRecord, Catalog, Checksum, Problem};
+use crate::catalog::{ArtifactKind, ArtifactRecord, Catalog};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Checksum, Error, Problem, Result};
 use crate::ops::Selector;
 use crate::pipeline::hash_file;
 use crate::sink::local::BackupDir;
@@ -85,8 +85,16 @@ pub async fn restore_run(
             "restore run takes a run id or `latest`, not a file".into(),
         ));
     }
-    let dir = BackupDir::open(&cfg.backup_dir())?;
-    let sel = sel.pin(&Catalog::new(dir), ArtifactKind::Database)?;
+    let catalog = Catalog::new(BackupDir::open(&cfg.backup_dir())?);
+    let sel = sel.pin(&catalog, ArtifactKind::Database)?;
+    let has_buckets = match &sel {
+        Selector::Run(id) => catalog
+            .load(id)?
+            .good_artifacts(ArtifactKind::Objects)
+            .next()
+            .is_some(),
+        _ => unreachable!("pinned to a run above"),
+    };
     let db = db::restore_db(cfg, &sel, db_opts).await?;
     let opts = ObjectRestoreOptions {
         bucket: None,
@@ -96,13 +104,10 @@ pub async fn restore_run(
         create_bucket,
         verify: true,
     };
-    let objects = match objects::restore_objects(cfg, &sel, &opts).await {
-        Ok(r) => r,
-        Err(Error::NoBackup {
-            kind: Some(ArtifactKind::Objects),
-            ..
-        }) => Vec::new(),
-        Err(e) => return Err(e),
+    let objects = if has_buckets {
+        objects::restore_objects(cfg, &sel, &opts).await?
+    } else {
+        Vec::new()
     };
     Ok(RunRestoreReport { db, objects })
 }

@@ -17,9 +17,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::archive::{parse_index, IndexEntry, INDEX_ENTRY};
-use crate::catalog::{ArtifactKind, ArtifactRecord, Problem};
+use crate::catalog::{ArtifactKind, ArtifactRecord};
 use crate::config::Config;
-use crate::error::{Error, Result, S3ErrorKind};
+use crate::error::{Error, Problem, Result, S3ErrorKind};
 use crate::ops::Selector;
 use crate::pipeline::open_plain;
 use crate::s3::upload::{put_large, put_small, read_back, PART_SIZE};
@@ -113,7 +113,7 @@ async fn restore_one(
     })?;
     tracing::info!(archive = %a.file, bucket = %bucket, "restoring objects");
 
-    let (tx, mut rx) = mpsc::channel::<Item>(concurrency.max(2));
+    let (tx, rx) = mpsc::channel::<Item>(concurrency.max(2));
     let archive = dir.join(&a.file);
     let compression = a.compression;
     let prefix = opts.prefix.clone();
@@ -127,53 +127,16 @@ async fn restore_one(
         bucket: bucket.clone(),
         ..Default::default()
     };
-    let mut puts: JoinSet<Result<bool>> = JoinSet::new();
-    let mut upload_error: Option<Error> = None;
-    while let Some(item) = rx.recv().await {
-        report.bytes += item.meta.size;
-        match item.body {
-            Body::Full(bytes) => {
-                while puts.len() >= concurrency {
-                    if let Err(e) = count(puts.join_next().await, &mut report) {
-                        upload_error = Some(e);
-                        break;
-                    }
-                }
-                if upload_error.is_some() {
-                    break;
-                }
-                let (c, b, skip) = (
-                    client.clone(),
-                    bucket.clone(),
-                    opts.existing == Existing::Skip,
-                );
-                puts.spawn(async move { put_small(&c, &b, item.meta, bytes, skip).await });
-            }
-            Body::Stream(chunks) => {
-                match put_large(
-                    client,
-                    &bucket,
-                    &item.meta,
-                    chunks,
-                    opts.existing == Existing::Skip,
-                )
-                .await
-                {
-                    Ok(uploaded) => tally(uploaded, &mut report),
-                    Err(e) => {
-                        upload_error = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    drop(rx);
-    while let Some(r) = puts.join_next().await {
-        if let Err(e) = count(Some(r), &mut report) {
-            upload_error.get_or_insert(e);
-        }
-    }
+    let upload_error = upload_all(
+        client,
+        &bucket,
+        opts.existing == Existing::Skip,
+        concurrency,
+        rx,
+        &mut report,
+    )
+    .await
+    .err();
     let read = reader
         .await
         .map_err(|e| Error::step("reading the archive", e))?;
@@ -195,6 +158,50 @@ async fn restore_one(
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Uploads the objects the archive reader sends: small ones `concurrency` at a time, large ones
+/// one by one as they stream. Stops at the first error, after the uploads in flight ended.
+async fn upload_all(
+    client: &Client,
+    bucket: &str,
+    skip: bool,
+    concurrency: usize,
+    mut rx: mpsc::Receiver<Item>,
+    report: &mut ObjectRestoreReport,
+) -> Result<()> {
+    let mut puts: JoinSet<Result<bool>> = JoinSet::new();
+    let mut upload_error: Option<Error> = None;
+    while let Some(item) = rx.recv().await {
+        report.bytes += item.meta.size;
+        match item.body {
+            Body::Full(bytes) => {
+                while puts.len() >= concurrency && upload_error.is_none() {
+                    upload_error = count(puts.join_next().await, report).err();
+                }
+                if upload_error.is_some() {
+                    break;
+                }
+                let (c, b) = (client.clone(), bucket.to_string());
+                puts.spawn(async move { put_small(&c, &b, item.meta, bytes, skip).await });
+            }
+            Body::Stream(chunks) => match put_large(client, bucket, &item.meta, chunks, skip).await
+            {
+                Ok(uploaded) => tally(uploaded, report),
+                Err(e) => {
+                    upload_error = Some(e);
+                    break;
+                }
+            },
+        }
+    }
+    drop(rx);
+    while let Some(r) = puts.join_next().await {
+        if let Err(e) = count(Some(r), report) {
+            upload_error.get_or_insert(e);
+        }
+    }
+    upload_error.map_or(Ok(()), Err)
 }
 
 fn tally(uploaded: bool, report: &mut ObjectRestoreReport) {
@@ -309,70 +316,78 @@ fn read_archive(
         if prefix.is_some_and(|p| !meta.key.starts_with(p)) {
             continue;
         }
-        let mut hasher = Sha256::new();
-        let sha_mismatch = |h: Sha256, m: &IndexEntry| {
-            let got = hex::encode(h.finalize());
-            (got != m.sha256).then(|| {
-                format!(
-                    "object {:?}: sha256 {got}, the index says {}",
-                    m.key, m.sha256
-                )
-            })
-        };
-        if meta.size as usize <= PART_SIZE {
-            let mut data = Vec::with_capacity(meta.size as usize);
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| bad(format!("entry {path:?}: {e}")))?;
-            hasher.update(&data);
-            if let Some(m) = sha_mismatch(hasher, &meta) {
-                return Err(bad(m));
-            }
-            if tx
-                .blocking_send(Item {
-                    meta,
-                    body: Body::Full(Bytes::from(data)),
-                })
-                .is_err()
-            {
-                return Ok(());
-            }
-        } else {
-            let (ctx, crx) = mpsc::channel(4);
-            let m = meta.clone();
-            if tx
-                .blocking_send(Item {
-                    meta,
-                    body: Body::Stream(crx),
-                })
-                .is_err()
-            {
-                return Ok(());
-            }
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                let n = entry
-                    .read(&mut buf)
-                    .map_err(|e| bad(format!("entry {path:?}: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                if ctx
-                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            if let Some(msg) = sha_mismatch(hasher, &m) {
-                // The multipart upload sees the error and aborts: no damaged object is completed.
-                let _ = ctx.blocking_send(Err(std::io::Error::other(msg.clone())));
-                return Err(bad(msg));
-            }
+        if !send_entry(&mut entry, meta, &tx, &bad)? {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// Sends one object to the uploader, whole or in chunks, checking its SHA-256 as it is read.
+/// Returns false when the uploader stopped listening.
+fn send_entry(
+    entry: &mut dyn Read,
+    meta: IndexEntry,
+    tx: &mpsc::Sender<Item>,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<bool> {
+    let mut hasher = Sha256::new();
+    let sha_mismatch = |h: Sha256, m: &IndexEntry| {
+        let got = hex::encode(h.finalize());
+        (got != m.sha256).then(|| {
+            format!(
+                "object {:?}: sha256 {got}, the index says {}",
+                m.key, m.sha256
+            )
+        })
+    };
+    let path = meta.path.clone();
+    if meta.size as usize <= PART_SIZE {
+        let mut data = Vec::with_capacity(meta.size as usize);
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("entry {path:?}: {e}")))?;
+        hasher.update(&data);
+        if let Some(m) = sha_mismatch(hasher, &meta) {
+            return Err(bad(m));
+        }
+        let item = Item {
+            meta,
+            body: Body::Full(Bytes::from(data)),
+        };
+        return Ok(tx.blocking_send(item).is_ok());
+    }
+    let (ctx, crx) = mpsc::channel(4);
+    let m = meta.clone();
+    let item = Item {
+        meta,
+        body: Body::Stream(crx),
+    };
+    if tx.blocking_send(item).is_err() {
+        return Ok(false);
+    }
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| bad(format!("entry {path:?}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if ctx
+            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+            .is_err()
+        {
+            return Ok(false);
+        }
+    }
+    if let Some(msg) = sha_mismatch(hasher, &m) {
+        // The multipart upload sees the error and aborts: no damaged object is completed.
+        let _ = ctx.blocking_send(Err(std::io::Error::other(msg.clone())));
+        return Err(bad(msg));
+    }
+    Ok(true)
 }
 
 /// Reads every restored object back and compares its SHA-256 with the index.

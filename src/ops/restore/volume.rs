@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{ArtifactKind, ArtifactRecord, Problem};
+use crate::catalog::{ArtifactKind, ArtifactRecord};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::ops::Selector;
 use crate::pipeline::open_plain;
 use crate::sink::local::BackupDir;

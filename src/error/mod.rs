@@ -8,10 +8,12 @@
 //! secrets. The CLI maps [`Error::exit_code`] to the process exit status; nothing else decides
 //! exit codes.
 
+mod problem;
+
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::catalog::{ArtifactKind, Problem, RecordError};
+pub use problem::{Checksum, Problem};
 
 /// Documented exit codes (README "Exit codes").
 pub mod exit {
@@ -25,6 +27,29 @@ pub mod exit {
     pub const VERIFY: i32 = 3;
     /// Another stackback run holds the backup directory's lock.
     pub const LOCKED: i32 = 4;
+}
+
+/// Why bytes are not a run record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    Invalid(String),
+    /// Written by a newer stackback whose schema this build cannot read.
+    TooNew {
+        found: u32,
+        supported: u32,
+    },
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordError::Invalid(e) => write!(f, "not a valid run record: {e}"),
+            RecordError::TooNew { found, supported } => write!(
+                f,
+                "written by a newer stackback (schema {found}; this build reads up to {supported}): upgrade stackback"
+            ),
+        }
+    }
 }
 
 /// What went wrong with an S3 request, as far as the protocol tells.
@@ -147,12 +172,9 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
-    /// The selection names no verified backup (of `kind`, when given).
-    #[error("{detail}")]
-    NoBackup {
-        kind: Option<ArtifactKind>,
-        detail: String,
-    },
+    /// The selection names no verified backup.
+    #[error("{0}")]
+    NoBackup(String),
 
     #[error("{0}")]
     S3(Box<S3Error>),

@@ -7,8 +7,6 @@
 
 use std::fmt;
 
-use super::naming::ArtifactKind;
-
 /// Which checksum disagreed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checksum {
@@ -30,7 +28,8 @@ pub enum Problem {
     TooSmall {
         size: u64,
         min: u64,
-        kind: ArtifactKind,
+        /// The artifact kind, as people read it (`database`).
+        kind: String,
     },
     /// The stream does not decompress, or the archive does not parse.
     Undecodable { detail: String },
