@@ -1,0 +1,221 @@
+//! Retention on a directory of real artifacts whose run times are fabricated through their names
+//! and run records; `list` and `status` must agree with what is on disk after each step.
+
+use std::path::Path;
+
+use crate::support::*;
+use chrono::{Duration, TimeZone, Utc};
+use stackback::catalog::{RunId, RunRecord, RunStatus};
+
+/// Copies the real run in `dir` as a run that started at `when`, with `status`.
+fn fabricate(
+    dir: &Path,
+    real: &RunRecord,
+    when: chrono::DateTime<Utc>,
+    status: RunStatus,
+) -> RunId {
+    let id = RunId::from_time(when);
+    let mut rec = real.clone();
+    rec.run_id = id.clone();
+    rec.started_at = when;
+    rec.finished_at = Some(when + Duration::seconds(5));
+    rec.status = status;
+    rec.prune = None;
+    if status == RunStatus::Failed {
+        rec.artifacts.clear();
+        rec.failed_step = Some("database".into());
+        rec.error = Some("pg_dump failed (exit code 1): connection refused".into());
+    }
+    if status == RunStatus::Running {
+        rec.finished_at = None;
+    }
+    for a in &mut rec.artifacts {
+        let new = a.file.replace(real.run_id.as_str(), id.as_str());
+        std::fs::copy(dir.join(&a.file), dir.join(&new)).unwrap();
+        a.file = new;
+    }
+    if status == RunStatus::Running {
+        // A killed run: its artifact made it to its final name, the record never said so.
+        rec.artifacts.clear();
+    }
+    std::fs::write(dir.join(RunRecord::file_name(&id)), rec.to_json()).unwrap();
+    id
+}
+
+#[test]
+fn prune_keeps_the_window_and_the_last_good_backup_and_removes_leftovers() {
+    let c = cluster();
+    let db = c.seeded_db("prune");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let env = c.env(&db, dir);
+    assert_eq!(stackback(&["run"], &env).code, 0);
+    let real: RunRecord = serde_json::from_slice(
+        &std::fs::read(
+            dir.join(
+                files(dir)
+                    .into_iter()
+                    .find(|f| f.starts_with("run_"))
+                    .unwrap(),
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let real_files: Vec<String> = real.artifacts.iter().map(|a| a.file.clone()).collect();
+
+    let base = Utc.with_ymd_and_hms(2026, 1, 31, 2, 0, 0).unwrap();
+    let mut good = Vec::new();
+    for d in 0..15 {
+        good.push(fabricate(
+            dir,
+            &real,
+            base - Duration::days(d),
+            RunStatus::Ok,
+        ));
+    }
+    let failed = fabricate(dir, &real, base + Duration::hours(6), RunStatus::Failed);
+    let old_failed = fabricate(dir, &real, base - Duration::days(30), RunStatus::Failed);
+    let killed = fabricate(
+        dir,
+        &real,
+        base - Duration::days(3) + Duration::hours(1),
+        RunStatus::Running,
+    );
+    std::fs::write(
+        dir.join(format!(".stackback-tmp.db_{db}_{killed}.sql.gz.abc123")),
+        b"partial",
+    )
+    .unwrap();
+    let old_tmp = dir.join(format!(".stackback-tmp.db_{db}_{killed}.sql.gz.abc123"));
+    let ancient = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old_tmp)
+        .unwrap()
+        .set_modified(ancient)
+        .unwrap();
+    // A backup of the old shell script: same naming, no run record.
+    let unmanaged = format!("db_{db}_20251201_020000.sql.gz");
+    std::fs::copy(dir.join(&real.artifacts[0].file), dir.join(&unmanaged)).unwrap();
+    // The real run is today's: move it out of the way so the fabricated calendar is what counts.
+    for f in &real_files {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    std::fs::remove_file(dir.join(RunRecord::file_name(&real.run_id))).unwrap();
+    assert_list_matches_disk(dir, &env);
+
+    // Dry run: every decision with its reason, nothing deleted.
+    let before = files(dir);
+    let r = stackback(&["prune", "--dry-run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(files(dir), before, "a dry run deleted something");
+    assert!(
+        r.stdout.contains("outside the 7-day window"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("would delete 10 runs"), "{}", r.stdout);
+
+    let r = stackback(&["prune"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let l = list_json(&env);
+    let ids: Vec<&str> = l["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    for (i, g) in good.iter().enumerate() {
+        assert_eq!(ids.contains(&g.as_str()), i < 7, "good run {g} (day -{i})");
+        let file = format!("db_{db}_{g}.sql.gz");
+        assert_eq!(dir.join(&file).exists(), i < 7, "{file}");
+    }
+    assert!(
+        ids.contains(&failed.as_str()),
+        "the newest failed run's record stays (it tells what broke)"
+    );
+    assert!(!ids.contains(&old_failed.as_str()));
+    assert!(
+        !ids.contains(&killed.as_str()),
+        "the interrupted run is gone"
+    );
+    assert!(
+        !dir.join(format!("db_{db}_{killed}.sql.gz")).exists(),
+        "the interrupted run's artifact is gone"
+    );
+    assert!(!old_tmp.exists(), "old temp files are gone");
+    assert!(
+        dir.join(&unmanaged).exists(),
+        "unmanaged files are never deleted unless asked"
+    );
+    assert!(!files(dir)
+        .iter()
+        .any(|f| f.starts_with(".stackback-retired.")));
+    assert_list_matches_disk(dir, &env);
+
+    let r = stackback(&["verify", "--all"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("7 verified, 0 failed"), "{}", r.stdout);
+
+    let r = stackback(&["prune", "--include-unmanaged"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!dir.join(&unmanaged).exists());
+
+    // status agrees with list.
+    let r = stackback(&["status", "--json"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(s["last_success"]["run_id"], good[0].as_str());
+    assert_eq!(s["last_run"]["run_id"], failed.as_str());
+    assert_eq!(s["good_backups"], 7);
+    assert_eq!(s["stale"], true, "the newest good run is from January");
+    let r = stackback(&["status", "--check"], &env);
+    assert_eq!(r.code, 1, "{}", r.all());
+}
+
+#[test]
+fn failing_runs_never_prune_the_last_good_backups() {
+    let c = cluster();
+    let db = c.seeded_db("keepgood");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut env = c.env(&db, dir);
+    env.push(("BACKUP_RETENTION_DAYS".into(), "1".into()));
+    assert_eq!(stackback(&["run"], &env).code, 0);
+    let good: Vec<String> = artifacts(dir);
+    assert_eq!(good.len(), 1);
+
+    let mut broken = env.clone();
+    broken.retain(|(k, _)| k != "POSTGRES_PASSWORD");
+    broken.push(("POSTGRES_PASSWORD".into(), "wrong".into()));
+    for _ in 0..3 {
+        assert_eq!(stackback(&["run"], &broken).code, 1);
+    }
+    let r = stackback(&["prune"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(artifacts(dir), good, "the only good backup must survive");
+    let r = stackback(&["status"], &env);
+    assert!(r.stdout.contains("failed"), "{}", r.stdout);
+    let r = stackback(&["status", "--check"], &env);
+    assert_eq!(r.code, 0, "a fresh good backup exists: {}", r.all());
+
+    // The next good run prunes, and the backup it just made is among the survivors.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(stackback(&["run"], &env).code, 0);
+    let l = list_json(&env);
+    assert_eq!(l["totals"]["database_backups"], 2);
+    assert_list_matches_disk(dir, &env);
+}
+
+#[test]
+fn list_shows_an_empty_directory_and_status_says_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = vec![("BACKUP_DIR".to_string(), tmp.path().display().to_string())];
+    let r = stackback(&["list"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("0 runs"), "{}", r.stdout);
+    let r = stackback(&["status", "--check"], &env);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("no good backup"), "{}", r.stdout);
+}
