@@ -113,21 +113,31 @@ fn artifacts_pass_independent_checks_and_are_private() {
     );
 }
 
+/// Two runs that start in the same second: the clock of both is set to the same second (the
+/// second run starts while the first's id is taken), so the collision path runs every time.
 #[test]
 fn two_quick_runs_never_share_an_id() {
     let c = cluster();
     let db = c.seeded_db("twice");
     let tmp = tempfile::tempdir().unwrap();
-    let env = c.env(&db, tmp.path());
-    assert_eq!(stackback(&["run"], &env).code, 0);
-    assert_eq!(stackback(&["run"], &env).code, 0);
-    let recs: Vec<String> = files(tmp.path())
-        .into_iter()
-        .filter(|f| f.starts_with("run_"))
+    let env = faked_clock(&c.env(&db, tmp.path()), "@2020-01-01 00:00:00");
+    for _ in 0..2 {
+        let r = stackback(&["run"], &env);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let ids: Vec<String> = records(tmp.path())
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(recs.len(), 2, "{recs:?}");
-    assert_eq!(artifacts(tmp.path()).len(), 2);
-    let r = stackback(&["verify", "--all"], &env);
+    assert_eq!(ids, ["20200101_000000", "20200101_000001"]);
+    assert_eq!(
+        artifacts(tmp.path()),
+        [
+            format!("db_{db}_20200101_000000.sql.gz"),
+            format!("db_{db}_20200101_000001.sql.gz")
+        ]
+    );
+    let r = stackback(&["verify", "--all"], &c.env(&db, tmp.path()));
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("2 verified, 0 failed"), "{}", r.stdout);
 }

@@ -211,9 +211,26 @@ fn restore_refuses_a_non_empty_bucket_unless_told_and_skips_existing(s3: &S3Serv
     let tmp = tempfile::tempdir().unwrap();
     let env = env_for(&db, tmp.path(), s3, &b);
     assert_eq!(stackback(&["run"], &env).code, 0);
+    let backed_up = s3.objects(&b, "");
+    // Two objects change after the backup; only one of them is under the prefix restored below.
+    s3.tool(&["put", &b, "docs/1.txt", "changed after the backup"]);
+    s3.tool(&["put", &b, "docs/2.txt", "changed after the backup"]);
+    let changed = s3.objects(&b, "");
+
     let r = stackback(&["restore", "objects", "latest"], &env);
-    assert_ne!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        r.code,
+        2,
+        "a non-empty bucket is a usage error: {}",
+        r.all()
+    );
     assert!(r.stderr.contains("--overwrite"), "{}", r.stderr);
+    assert_eq!(
+        s3.objects(&b, ""),
+        changed,
+        "a refused restore wrote nothing"
+    );
+
     let r = stackback(&["restore", "objects", "latest", "--skip-existing"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
@@ -221,6 +238,8 @@ fn restore_refuses_a_non_empty_bucket_unless_told_and_skips_existing(s3: &S3Serv
         "{}",
         r.stdout
     );
+    assert_eq!(s3.objects(&b, ""), changed, "existing objects were kept");
+
     let r = stackback(
         &[
             "restore",
@@ -234,11 +253,18 @@ fn restore_refuses_a_non_empty_bucket_unless_told_and_skips_existing(s3: &S3Serv
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("1 objects uploaded"), "{}", r.stdout);
+    let now = s3.objects(&b, "");
+    let by_key =
+        |v: &[serde_json::Value], k: &str| v.iter().find(|o| o["key"] == k).cloned().unwrap();
+    assert_eq!(by_key(&now, "docs/1.txt"), by_key(&backed_up, "docs/1.txt"));
+    assert_eq!(by_key(&now, "docs/2.txt"), by_key(&changed, "docs/2.txt"));
+    assert_eq!(now.len(), 5);
+
     let r = stackback(
         &["restore", "objects", "latest", "--bucket", "missing-target"],
         &env,
     );
-    assert_ne!(r.code, 0);
+    assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("--create-bucket"), "{}", r.stderr);
 }
 
@@ -344,7 +370,11 @@ fn https_endpoints_with_a_private_ca() {
     let env = env_for(&db, &dir, &s3, &b);
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 1, "an unknown CA must be refused: {}", r.all());
-    assert_eq!(only_record(&dir)["status"], "partial");
+    let rec = only_record(&dir);
+    assert_eq!(rec["status"], "partial");
+    // Refused because of the certificate, not for any other reason a connection can fail.
+    let err = rec["error"].as_str().unwrap();
+    assert!(err.contains("UnknownIssuer"), "{err}");
 
     let dir = tmp.path().join("b2");
     let mut env = env_for(&db, &dir, &s3, &b);

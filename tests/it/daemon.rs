@@ -75,22 +75,6 @@ impl Daemon {
     }
 }
 
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn records(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    files(dir)
-        .into_iter()
-        .filter(|f| f.starts_with("run_"))
-        .filter_map(|f| serde_json::from_slice(&std::fs::read(dir.join(f)).ok()?).ok())
-        .collect()
-}
-
 fn count(dir: &std::path::Path, status: &str) -> usize {
     records(dir)
         .iter()

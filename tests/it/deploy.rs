@@ -215,22 +215,56 @@ fn the_cron_file_parses_back() {
     assert!(ok, "{out}");
 }
 
+/// Completions are valid bash that registers `stackback`; the man page renders with man(1) and
+/// names every command.
 #[test]
 fn completions_and_man_page() {
+    let tmp = tempfile::tempdir().unwrap();
     let r = stackback(&["completions", "bash"], &[]);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(
-        r.stdout.contains("_stackback") && r.stdout.contains("restore"),
-        "{}",
-        &r.stdout[..200.min(r.stdout.len())]
-    );
+    let script = tmp.path().join("stackback.bash");
+    std::fs::write(&script, &r.stdout).unwrap();
+    let (ok, out) = tool("bash", &["-n", script.to_str().unwrap()]);
+    assert!(ok, "bash -n: {out}");
+    let registered = sh(&format!(
+        "source {} && complete -p stackback",
+        shell_quote(&script)
+    ));
+    assert!(registered.contains("_stackback"), "{registered}");
+
     let r = stackback(&["man"], &[]);
     assert_eq!(r.code, 0, "{}", r.all());
+    let page = tmp.path().join("stackback.1");
+    std::fs::write(&page, &r.stdout).unwrap();
+    let text = sh(&format!(
+        "MANWIDTH=100 man -l {} 2>&1 | col -b",
+        shell_quote(&page)
+    ));
     assert!(
-        r.stdout.starts_with(".ie") || r.stdout.contains(".TH stackback"),
-        "{}",
-        &r.stdout[..200.min(r.stdout.len())]
+        text.contains("NAME") && text.contains("stackback - "),
+        "{text}"
     );
+    for cmd in [
+        "run",
+        "verify",
+        "config",
+        "daemon",
+        "alert",
+        "install",
+        "completions",
+        "man",
+        "restore",
+        "list",
+        "status",
+        "prune",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("stackback-{cmd}("))
+                    || l.trim_start().starts_with(cmd)),
+            "the man page does not list {cmd}:\n{text}"
+        );
+    }
 }
 
 #[test]
@@ -278,6 +312,19 @@ fn the_seeds_backup_all_sh_still_works() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(only_record(tmp.path())["status"], "ok");
+    // What the shim wrote is the seed's backup: gunzip and psql restore it to the same data.
+    let art = tmp.path().join(&artifacts(tmp.path())[0]);
+    assert!(art.to_str().unwrap().ends_with(".sql.gz"), "{art:?}");
+    let (ok, out) = tool("gunzip", &["-t", art.to_str().unwrap()]);
+    assert!(ok, "gunzip -t: {out}");
+    let target = c.empty_db("shim_restored");
+    let out = c.restore_with_shell(&art, &target, "gunzip -c");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.assert_same_data(&db, &target);
 }
 
 /// Every heading of the seed document (../shared/seed/BACKUP.md) has a section in the manual.
@@ -324,8 +371,11 @@ fn the_manual_covers_every_heading_of_the_seed() {
             "the manual has no section for the seed's {h:?}"
         );
     }
-    // When the seed is beside the checkout, check against it directly too.
-    if let Ok(seed) = std::fs::read_to_string(repo().join("../shared/seed/BACKUP.md")) {
+    // The seed document is beside every checkout (CI's too): check against it directly.
+    let seed_path = repo().join("../shared/seed/BACKUP.md");
+    let seed = std::fs::read_to_string(&seed_path)
+        .unwrap_or_else(|e| panic!("the seed document {}: {e}", seed_path.display()));
+    {
         for l in seed
             .lines()
             .filter(|l| l.starts_with("## ") || l.starts_with("### "))

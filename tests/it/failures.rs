@@ -120,14 +120,26 @@ fn pg_dump_dying_mid_stream_fails_the_run_even_though_the_gzip_is_valid() {
 
 #[test]
 fn read_only_backup_directory_fails_before_dumping() {
-    let c = cluster();
     let tmp = tempfile::tempdir().unwrap();
     let mnt = Mount::tmpfs(&tmp.path().join("ro"), "ro,size=1m");
-    let r = stackback(&["run"], &c.env(&c.empty_db("nodump"), &mnt.path));
+    // The "server" is a socket that only counts connections: a run that reached the database step
+    // would have connected to it.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.set_nonblocking(true).unwrap();
+    let port = probe.local_addr().unwrap().port().to_string();
+    let env = with(
+        cluster().env("ro", &mnt.path),
+        &[("POSTGRES_PORT", port.as_str())],
+    );
+    let r = stackback(&["run"], &env);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
     assert!(r.stderr.contains("hint:"), "{}", r.stderr);
-    assert!(files(&mnt.path).is_empty());
+    assert!(
+        matches!(probe.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the run connected to the database before failing: {}",
+        r.all()
+    );
 }
 
 #[test]

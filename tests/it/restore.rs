@@ -1,7 +1,10 @@
 //! `stackback restore db` and `restore run` against a real PostgreSQL (and moto for the buckets).
 
-use crate::support::s3::{bucket_name, moto};
+use crate::support::pg::Cluster;
+use crate::support::s3::{bucket_name, other, parse_dump, s3_tests, S3Server};
 use crate::support::*;
+
+s3_tests!(restore_run_restores_the_database_then_its_buckets);
 
 /// A database with a fresh verified backup in its own directory.
 fn backed_up(prefix: &str) -> (String, tempfile::TempDir, Vec<(String, String)>) {
@@ -102,26 +105,74 @@ fn restore_db_to_file_writes_the_plain_dump() {
     assert_eq!(expected[..64], got[..64]);
 }
 
+/// `--no-owner` on a fresh server without the original roles: the dump's `ALTER ... OWNER TO`
+/// would fail there, and the flag leaves every object to the restoring user.
 #[test]
 fn restore_db_without_owners_and_through_a_target_url() {
     let c = cluster();
-    let (db, _tmp, env) = backed_up("noowner");
-    let target = format!("{db}_url");
-    let url = format!("postgresql://postgres@127.0.0.1:{}/{target}", c.port);
+    let db = c.seeded_db("noowner");
+    let owner = Cluster::unique("app_owner");
+    c.psql(
+        &db,
+        &format!(
+            "CREATE ROLE {owner}; ALTER TABLE users OWNER TO {owner}; \
+             ALTER TABLE orders OWNER TO {owner}; ALTER VIEW big_spenders OWNER TO {owner}"
+        ),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = c.env(&db, tmp.path());
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    let fresh = Cluster::private(false);
+    let url = |target: &str| format!("postgresql://postgres@127.0.0.1:{}/{target}", fresh.port);
     let r = stackback(
         &[
             "restore",
             "db",
             "latest",
             "--target-url",
-            &url,
+            &url("with_owners"),
+            "--create",
+        ],
+        &env,
+    );
+    assert_eq!(
+        r.code,
+        1,
+        "the original owner does not exist there: {}",
+        r.all()
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("role \"{owner}\" does not exist")),
+        "{}",
+        r.stderr
+    );
+    let r = stackback(
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target-url",
+            &url("without_owners"),
             "--create",
             "--no-owner",
         ],
         &env,
     );
     assert_eq!(r.code, 0, "{}", r.all());
-    assert_eq!(c.table_digests(&db), c.table_digests(&target));
+    let owners = fresh
+        .psql(
+            "without_owners",
+            "select distinct tableowner from pg_tables where schemaname = 'public' \
+             union select distinct viewowner from pg_views where schemaname = 'public'",
+        )
+        .unwrap();
+    assert_eq!(owners, "postgres");
+    let digests = |cl: &Cluster, d: &str| cl.table_digests(d);
+    assert_eq!(digests(c, &db), digests(&fresh, "without_owners"));
 }
 
 #[test]
@@ -161,40 +212,43 @@ fn a_damaged_database_backup_is_refused_before_touching_the_server() {
     assert_eq!(exists, "0");
 }
 
-#[test]
-fn restore_run_restores_the_database_then_its_buckets() {
+/// `restore run` onto another S3 server (the disaster case: the old one is gone): the database,
+/// then each bucket, created there and compared object by object with boto3.
+fn restore_run_restores_the_database_then_its_buckets(s3: &S3Server) {
     let c = cluster();
     let db = c.seeded_db("rrun");
-    let s3 = moto();
     let bucket = bucket_name("rrun");
     s3.tool(&["populate", &bucket, "--bulk", "50"]);
+    let original = s3.dump(&bucket);
     let tmp = tempfile::tempdir().unwrap();
     let mut env = c.env(&db, tmp.path());
     env.extend(s3.env(&bucket));
     assert_eq!(stackback(&["run"], &env).code, 0);
-    let target = format!("{db}_run");
+
+    let target = other(s3);
+    let mut env = c.env(&db, tmp.path());
+    env.extend(target.env(&bucket));
+    let db_target = format!("{db}_run");
     let r = stackback(
         &[
             "restore",
             "run",
             "latest",
             "--target-db",
-            &target,
+            &db_target,
             "--create",
-            "--skip-existing",
+            "--create-bucket",
         ],
         &env,
     );
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
-        r.stdout.contains(&format!("into database {target}")),
+        r.stdout.contains(&format!("into database {db_target}")),
         "{}",
         r.stdout
     );
-    assert!(
-        r.stdout.contains("0 objects uploaded, 66 existing skipped"),
-        "{}",
-        r.stdout
-    );
-    assert_eq!(c.table_digests(&db), c.table_digests(&target));
+    assert!(r.stdout.contains("66 objects uploaded"), "{}", r.stdout);
+    c.assert_same_data(&db, &db_target);
+    let strip = if target.name == "garage" { "/" } else { "" };
+    assert_eq!(target.objects(&bucket, ""), parse_dump(&original, strip));
 }

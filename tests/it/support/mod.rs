@@ -388,3 +388,83 @@ pub fn find_binary(name: &str) -> PathBuf {
     }
     panic!("{name} is not installed: scripts/test.sh installs it (see scripts/lib.sh)");
 }
+
+/// Sets fields of a run record (dotted paths: `artifacts.0.stored_sha256`) and recomputes its
+/// self-checksum as docs/run-record.md documents it: what a forger, or a careless hand, would do.
+pub fn forge_record<S: AsRef<str>>(path: &Path, edits: &[(S, serde_json::Value)]) {
+    let mut cmd = Command::new("python3");
+    cmd.arg(support_file("record.py")).arg(path);
+    for (field, value) in edits {
+        cmd.arg(field.as_ref()).arg(value.to_string());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "record.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Size and SHA-256 of a file and of its decompressed content, by coreutils and `decompress`.
+pub struct Facts {
+    pub stored_bytes: u64,
+    pub stored_sha256: String,
+    pub plain_bytes: u64,
+    pub plain_sha256: String,
+}
+
+pub fn facts(file: &Path, decompress: &str) -> Facts {
+    let f = shell_quote(file);
+    let sha = |cmd: String| sh(&cmd).split_whitespace().next().unwrap().to_string();
+    let size = |cmd: String| sh(&cmd).trim().parse::<u64>().unwrap();
+    Facts {
+        stored_bytes: size(format!("wc -c < {f}")),
+        stored_sha256: sha(format!("sha256sum {f}")),
+        plain_bytes: size(format!("{decompress} {f} | wc -c")),
+        plain_sha256: sha(format!("{decompress} {f} | sha256sum")),
+    }
+}
+
+impl Facts {
+    /// The record edits that make artifact `i` describe this file.
+    pub fn edits(&self, i: usize) -> Vec<(String, serde_json::Value)> {
+        vec![
+            (
+                format!("artifacts.{i}.stored_bytes"),
+                self.stored_bytes.into(),
+            ),
+            (
+                format!("artifacts.{i}.stored_sha256"),
+                self.stored_sha256.clone().into(),
+            ),
+            (
+                format!("artifacts.{i}.plain_bytes"),
+                self.plain_bytes.into(),
+            ),
+            (
+                format!("artifacts.{i}.plain_sha256"),
+                self.plain_sha256.clone().into(),
+            ),
+        ]
+    }
+}
+
+/// `env` plus libfaketime (Debian's `faketime` package), so stackback and its children see the
+/// clock `spec` gives, in FAKETIME's syntax: `@2020-01-01 00:00:00` starts the clock there (it
+/// ticks on), `-3d` shifts it back three days. Timers keep the real monotonic clock.
+pub fn faked_clock(env: &[(String, String)], spec: &str) -> Vec<(String, String)> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is not installed: scripts/test.sh installs Debian's faketime");
+    with(
+        env.to_vec(),
+        &[
+            ("LD_PRELOAD", lib.to_str().unwrap()),
+            ("FAKETIME", spec),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    )
+}
