@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::s3::{
-    bucket_name, garage, moto, moto_tls, other, parse_dump, s3_tests, small_bucket, S3Server,
+    bucket_name, garage, moto, moto_tls, noise, other, parse_dump, s3_tests, small_bucket, S3Server,
 };
+use crate::support::tls::TestCa;
 use crate::support::*;
 
 s3_tests!(
@@ -14,6 +15,7 @@ s3_tests!(
     missing_bucket_and_unreachable_endpoint_fail_clearly,
     restore_refuses_a_non_empty_bucket_unless_told_and_skips_existing,
     a_damaged_bucket_archive_fails_verify_and_is_not_restored,
+    several_buckets_in_one_run,
 );
 
 pub fn env_for(db: &str, dir: &Path, s3: &S3Server, bucket: &str) -> Vec<(String, String)> {
@@ -304,64 +306,8 @@ fn https_endpoints_with_a_private_ca() {
     let c = cluster();
     let db = c.seeded_db("tls");
     let tmp = tempfile::tempdir().unwrap();
-    // A private CA and a server certificate it signed, as a self-hosted MinIO would have.
-    let p = |f: &str| tmp.path().join(f).display().to_string();
-    std::fs::write(
-        tmp.path().join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    for args in [
-        vec![
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=stackback test CA",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-        ],
-        vec![
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            &p("key.pem"),
-            "-out",
-            &p("srv.csr"),
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &p("srv.csr"),
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &p("ext.cnf"),
-            "-out",
-            &p("cert.pem"),
-        ],
-    ] {
-        let (ok, out) = tool("openssl", &args);
-        assert!(ok, "openssl {args:?}: {out}");
-    }
-    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
-    let ca = tmp.path().join("ca.pem");
+    let tls = TestCa::new(tmp.path());
+    let (cert, key, ca) = (tls.cert, tls.key, tls.ca);
     let s3 = moto_tls(&cert, &key, &ca);
     let b = bucket_name("tls");
     s3.tool(&["populate", &b, "--bulk", "20"]);
@@ -434,4 +380,64 @@ fn an_object_deleted_between_listing_and_fetching_is_skipped_not_fatal() {
     assert!(rec["warnings"][0].as_str().unwrap().contains(victim));
     let r = stackback(&["verify"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
+}
+
+/// `MINIO_BUCKET=a,b`: one archive per bucket, each holding only its bucket's objects, and
+/// `restore objects` puts each back into its own bucket (here on the other server).
+fn several_buckets_in_one_run(s3: &S3Server) {
+    let c = cluster();
+    let db = c.seeded_db("multi");
+    let (a, b) = (small_bucket(s3), bucket_name("second"));
+    s3.tool(&["mkbucket", &b]);
+    for i in 0..3 {
+        s3.tool(&["put", &b, &format!("other/{i}.txt"), &noise(100 + i, 3000)]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let env = env_for(&db, tmp.path(), s3, &format!("{a},{b}"));
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rec = only_record(tmp.path());
+    let objects: Vec<(String, u64)> = rec["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["kind"] == "objects")
+        .map(|x| {
+            (
+                x["source"].as_str().unwrap().to_string(),
+                x["objects"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(objects, [(a.clone(), 5), (b.clone(), 3)]);
+    for (bucket, first) in [(&a, "docs/0.txt"), (&b, "other/0.txt")] {
+        let id = rec["run_id"].as_str().unwrap();
+        let archive = tmp.path().join(format!("minio_{bucket}_{id}.tar.gz"));
+        let (ok, listing) = tool("tar", &["-tzf", archive.to_str().unwrap()]);
+        assert!(ok && listing.lines().any(|l| l == first), "{listing}");
+        assert_eq!(
+            listing
+                .lines()
+                .filter(|l| !l.starts_with(".stackback"))
+                .count(),
+            if bucket == &a { 5 } else { 3 },
+            "{bucket}: {listing}"
+        );
+    }
+    let r = stackback(&["verify"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("3 verified, 0 failed"), "{}", r.stdout);
+
+    let target = other(s3);
+    let mut env = env_for(&db, tmp.path(), target, "");
+    env.retain(|(k, _)| k != "MINIO_BUCKET");
+    let r = stackback(&["restore", "objects", "latest", "--create-bucket"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for bucket in [&a, &b] {
+        assert_eq!(
+            target.objects(bucket, ""),
+            s3.objects(bucket, ""),
+            "{bucket}"
+        );
+    }
 }

@@ -229,3 +229,115 @@ fn list_shows_an_empty_directory_and_status_says_stale() {
     assert_eq!(r.code, 1);
     assert!(r.stdout.contains("no good backup"), "{}", r.stdout);
 }
+
+/// Good runs on these days (12:00 UTC); with a 1-day window, KEEP_LAST=1, KEEP_DAILY=3,
+/// KEEP_WEEKLY=3 and KEEP_MONTHLY=2 each rule keeps something no other rule does.
+const DAYS: [&str; 7] = [
+    "2026-09-01", // ISO week 36: nothing keeps it
+    "2026-09-15", // week 38: newest of September (monthly)
+    "2026-10-05", // week 41: an older run of its week
+    "2026-10-07", // week 41: newest of its week (weekly)
+    "2026-10-13", // week 42: the third newest day (daily)
+    "2026-10-14", // week 42: daily and weekly
+    "2026-10-20", // week 43: the window, KEEP_LAST, KEEP_MIN, every rule
+];
+const KEPT: [&str; 5] = [
+    "2026-09-15",
+    "2026-10-07",
+    "2026-10-13",
+    "2026-10-14",
+    "2026-10-20",
+];
+
+/// `BACKUP_KEEP_*` end to end, set through the environment and through a TOML file: the same
+/// runs survive `stackback prune`, each with the rule that kept it.
+#[test]
+fn keep_rules_from_the_environment_and_from_a_file() {
+    let c = cluster();
+    let db = c.empty_db("keep");
+    let tmp = tempfile::tempdir().unwrap();
+    let made = tmp.path().join("made");
+    // A window long enough that nothing is pruned while the history is made.
+    let setup = with(
+        c.env(&db, &made),
+        &[
+            ("BACKUP_MIN_DB_BYTES", "0"),
+            ("BACKUP_RETENTION_DAYS", "400"),
+        ],
+    );
+    for day in DAYS {
+        let r = stackback(&["run"], &faked_clock(&setup, &format!("@{day} 12:00:00")));
+        assert_eq!(r.code, 0, "{day}: {}", r.all());
+    }
+    let id = |day: &str| format!("{}_120000", day.replace('-', ""));
+    let toml = tmp.path().join("stackback.toml");
+    std::fs::write(
+        &toml,
+        "[backup]\nretention_days = 1\nkeep_last = 1\nkeep_daily = 3\nkeep_weekly = 3\nkeep_monthly = 2\n",
+    )
+    .unwrap();
+    let through_env = [
+        ("BACKUP_RETENTION_DAYS", "1"),
+        ("BACKUP_KEEP_LAST", "1"),
+        ("BACKUP_KEEP_DAILY", "3"),
+        ("BACKUP_KEEP_WEEKLY", "3"),
+        ("BACKUP_KEEP_MONTHLY", "2"),
+    ];
+    for how in ["env", "file"] {
+        let dir = tmp.path().join(how);
+        std::fs::create_dir(&dir).unwrap();
+        for f in files(&made) {
+            if !f.starts_with('.') {
+                std::fs::copy(made.join(&f), dir.join(&f)).unwrap();
+            }
+        }
+        let base = with(c.env(&db, &dir), &[("BACKUP_MIN_DB_BYTES", "0")]);
+        let (env, args): (_, Vec<&str>) = if how == "env" {
+            (with(base, &through_env), vec![])
+        } else {
+            (base, vec!["--config", toml.to_str().unwrap()])
+        };
+        let r = stackback(
+            &[&["prune", "--dry-run", "--json"], &args[..]].concat(),
+            &env,
+        );
+        assert_eq!(r.code, 0, "{how}: {}", r.all());
+        let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let reasons = |day: &str| -> String {
+            plan["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["run_id"] == id(day).as_str())
+                .unwrap()["reasons"]
+                .to_string()
+        };
+        // The reasons name a rule by its period ("BACKUP_KEEP_DAY" where the setting is
+        // BACKUP_KEEP_DAILY: see /work/notes/needs-from-src.md), so match the period's words.
+        for (day, rule) in [
+            ("2026-10-13", "newest good run of its day"),
+            ("2026-10-07", "newest good run of its ISO week"),
+            ("2026-09-15", "newest good run of its month"),
+        ] {
+            assert!(reasons(day).contains(rule), "{how}: {day}: {plan}");
+        }
+        assert!(
+            reasons("2026-10-20").contains("BACKUP_KEEP_LAST"),
+            "{how}: {plan}"
+        );
+
+        let r = stackback(&[&["prune"], &args[..]].concat(), &env);
+        assert_eq!(r.code, 0, "{how}: {}", r.all());
+        let left: Vec<String> = records(&dir)
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_string())
+            .collect();
+        let kept: Vec<String> = KEPT.iter().map(|d| id(d)).collect();
+        assert_eq!(left, kept, "{how}");
+        let arts: Vec<String> = KEPT
+            .iter()
+            .map(|d| format!("db_{db}_{}.sql.gz", id(d)))
+            .collect();
+        assert_eq!(artifacts(&dir), arts, "{how}");
+    }
+}

@@ -5,6 +5,8 @@
 //!   reconfigure the server).
 //! - [`s3`]: Garage and moto, and the macro that runs one bucket test against both.
 //! - [`notify`]: SMTP, webhook receiver, Pushgateway.
+//! - [`proxy`]: a fault-injecting HTTP proxy to put in front of a server.
+//! - [`tls`]: a throwaway CA and a server certificate it signed.
 //!
 //! A service that cannot start makes the test fail, never skip.
 
@@ -12,7 +14,9 @@
 
 pub mod notify;
 pub mod pg;
+pub mod proxy;
 pub mod s3;
+pub mod tls;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

@@ -1,4 +1,4 @@
-//! Real alert and metrics receivers: an SMTP server (aiosmtpd writing a Maildir), an HTTP receiver
+//! Real alert and metrics receivers: an SMTP server (aiosmtpd writing a Maildir, smtpd.py), an HTTP receiver
 //! logging every request (receiver.py), and a Prometheus Pushgateway. Each is started per call on
 //! its own 127.0.0.1 port and dies with the test process.
 
@@ -6,28 +6,69 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use super::tls::TestCa;
 use super::{root_dir, spawn_tied, start_on_free_port, support_file, wait_port, wait_until, Tied};
 
 pub struct Smtp {
     pub port: u16,
     pub maildir: PathBuf,
+    /// One JSON line per SMTP command, authentication and error (smtpd.py).
+    pub events: PathBuf,
+}
+
+/// How the SMTP server is set up: STARTTLS offered, implicit TLS, AUTH required.
+#[derive(Default)]
+pub struct SmtpSetup<'a> {
+    pub starttls: Option<&'a TestCa>,
+    pub implicit_tls: Option<&'a TestCa>,
+    pub auth: Option<(&'a str, &'a str)>,
 }
 
 impl Smtp {
+    /// A plain local relay: no TLS, no authentication.
     pub fn start() -> Smtp {
+        Smtp::start_with(&SmtpSetup::default())
+    }
+
+    pub fn start_with(setup: &SmtpSetup) -> Smtp {
         let root = root_dir("smtp");
         let maildir = root.join("mail");
-        let port = start_on_free_port("aiosmtpd", |port| {
-            let mut cmd = Command::new("python3");
-            cmd.args(["-m", "aiosmtpd", "-n", "-l"])
-                .arg(format!("127.0.0.1:{port}"))
-                .args(["-c", "aiosmtpd.handlers.Mailbox"])
-                .arg(&maildir);
-            let server = spawn_tied(cmd, &root.join("smtp.log"), libc::SIGKILL);
-            wait_port(port, &server, "aiosmtpd")?;
-            Ok(port)
-        });
-        Smtp { port, maildir }
+        let events = root.join("events.jsonl");
+        let mut args: Vec<PathBuf> = vec![maildir.clone(), events.clone()];
+        if let Some(ca) = setup.starttls {
+            args.extend(["--starttls".into(), ca.cert.clone(), ca.key.clone()]);
+        }
+        if let Some(ca) = setup.implicit_tls {
+            args.extend(["--smtps".into(), ca.cert.clone(), ca.key.clone()]);
+        }
+        if let Some((u, p)) = setup.auth {
+            args.extend(["--auth".into(), format!("{u}:{p}").into()]);
+        }
+        let args: Vec<&Path> = args.iter().map(PathBuf::as_path).collect();
+        let (port, _) = spawn_reporting_port("smtpd", &root, "smtpd.py", &args);
+        Smtp {
+            port,
+            maildir,
+            events,
+        }
+    }
+
+    /// What the server saw, in order (`{"event": "command", "command": "STARTTLS"}`...).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The SMTP commands the client sent, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "command")
+            .map(|e| e["command"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// Raw messages received so far.

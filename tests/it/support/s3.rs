@@ -180,10 +180,15 @@ impl S3Server {
 
     /// Runs the independent client (boto3).
     pub fn tool(&self, args: &[&str]) -> String {
+        self.tool_via(&self.endpoint, args)
+    }
+
+    /// [`S3Server::tool`] addressing the server as `endpoint` (a proxy in front of it).
+    pub fn tool_via(&self, endpoint: &str, args: &[&str]) -> String {
         let mut cmd = Command::new("python3");
         cmd.arg(support_file("s3tool.py"))
             .args(args)
-            .env("S3_ENDPOINT", &self.endpoint)
+            .env("S3_ENDPOINT", endpoint)
             .env("AWS_ACCESS_KEY_ID", &self.access_key)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret_key)
             .env("AWS_DEFAULT_REGION", self.region);

@@ -7,6 +7,7 @@ Environment: S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_
   put BUCKET KEY TEXT                        put one small object
   delete BUCKET KEY                          delete one object
   mkbucket BUCKET                            create an empty bucket
+  presign BUCKET KEY                         a GET URL signed for S3_ENDPOINT, valid 10 minutes
 """
 import concurrent.futures
 import hashlib
@@ -125,6 +126,8 @@ def main():
         client().put_object(Bucket=bucket, Key=sys.argv[3], Body=sys.argv[4].encode(), ContentType="text/plain")
     elif cmd == "delete":
         client().delete_object(Bucket=bucket, Key=sys.argv[3])
+    elif cmd == "presign":
+        print(client().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": sys.argv[3]}, ExpiresIn=600))
     elif cmd == "mkbucket":
         client().create_bucket(Bucket=bucket)
     else:
