@@ -13,22 +13,44 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Starts the daemon on a free port; when another process took the port first (the daemon
+    /// exits, unable to listen), again on another one.
     fn start(env: &[(String, String)], args: &[&str]) -> Daemon {
-        let port = free_port();
-        let mut env = env.to_vec();
-        env.push(("BACKUP_HTTP_ADDR".into(), format!("127.0.0.1:{port}")));
         let mut all = vec!["daemon"];
         all.extend_from_slice(args);
-        let child = stackback_cmd(&all, &env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port };
-        wait_until(Duration::from_secs(20), "the daemon's HTTP port", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        d
+        start_on_free_port("the daemon", |port| {
+            let env = with(
+                env.to_vec(),
+                &[("BACKUP_HTTP_ADDR", &format!("127.0.0.1:{port}"))],
+            );
+            let mut child = stackback_cmd(&all, &env)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    use std::io::Read;
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    return Err(format!("the daemon exited ({status}): {err}"));
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(Daemon { child, port });
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon never listened on {port}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -203,8 +225,9 @@ fn the_daemon_survives_ten_failing_runs_and_recovers_without_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let mut env = c.env(&db, tmp.path());
     env.push(("BACKUP_SCHEDULE".into(), "* * * * * *".into()));
-    // Health allows one period plus the run timeout: keep that short for the test.
-    env.push(("BACKUP_TIMEOUT".into(), "3s".into()));
+    // Health allows one period plus the run timeout. Long enough for a good run on two busy
+    // cores, short enough that the daemon turns unhealthy within the test's patience.
+    env.push(("BACKUP_TIMEOUT".into(), "10s".into()));
     // The database is "down": it refuses connections.
     c.psql(
         "postgres",
@@ -215,8 +238,11 @@ fn the_daemon_survives_ten_failing_runs_and_recovers_without_a_restart() {
     wait_until(Duration::from_secs(60), "ten failed runs", || {
         count(tmp.path(), "failed") >= 10
     });
-    let (code, _) = d.get("/healthz");
-    assert_eq!(code, 503, "stale once runs were due and none succeeded");
+    wait_until(
+        Duration::from_secs(30),
+        "/healthz: 503 once runs were due and none succeeded",
+        || d.get("/healthz").0 == 503,
+    );
     c.psql(
         "postgres",
         &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"),

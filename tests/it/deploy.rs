@@ -269,11 +269,12 @@ fn completions_and_man_page() {
 
 #[test]
 fn json_logs_on_request() {
+    let closed = ClosedPort::new();
     let tmp = tempfile::tempdir().unwrap();
     let env = vec![
         ("BACKUP_DIR".to_string(), tmp.path().display().to_string()),
         ("LOG_FORMAT".to_string(), "json".to_string()),
-        ("POSTGRES_PORT".to_string(), free_port().to_string()),
+        ("POSTGRES_PORT".to_string(), closed.port.to_string()),
         ("POSTGRES_HOST".to_string(), "127.0.0.1".to_string()),
     ];
     let r = stackback(&["run"], &env);

@@ -67,7 +67,8 @@ fn unreachable_server_says_so() {
     let tmp = tempfile::tempdir().unwrap();
     let mut env = c.env(&c.empty_db("nodump"), tmp.path());
     env.retain(|(k, _)| k != "POSTGRES_PORT");
-    env.push(("POSTGRES_PORT".into(), free_port().to_string()));
+    let closed = ClosedPort::new();
+    env.push(("POSTGRES_PORT".into(), closed.port.to_string()));
     let (r, err) = failing_run(&env, tmp.path(), 1);
     assert!(err.to_lowercase().contains("connection refused"), "{err}");
     assert!(r.stderr.contains("POSTGRES_HOST"), "{}", r.stderr);
@@ -196,9 +197,9 @@ fn sigkill_mid_dump_leaves_nothing_that_counts_as_a_backup() {
     let db = c.seeded_db("sigkill");
     let tmp = tempfile::tempdir().unwrap();
     let env = c.env(&db, tmp.path());
-    // One good backup first: it must stay the only one that counts.
-    assert_eq!(stackback(&["run"], &env).code, 0);
-    std::thread::sleep(Duration::from_millis(1100));
+    // One good backup first: it must stay the only one that counts. Its clock is ten seconds
+    // back, so the next run has a second of its own without waiting for one.
+    assert_eq!(stackback(&["run"], &faked_clock(&env, "-10")).code, 0);
 
     let lock = TableLock::hold(c, &db, "orders");
     let mut child = stackback_cmd(&["run"], &env)

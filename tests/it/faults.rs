@@ -10,7 +10,10 @@ use crate::support::proxy::{Fault, Gate, Proxy, Rule};
 use crate::support::s3::{bucket_name, moto, noise, s3_tests, small_bucket, S3Server};
 use crate::support::*;
 
-s3_tests!(restore_objects_verify_finds_a_mismatch);
+s3_tests!(
+    restore_objects_verify_finds_a_mismatch,
+    an_object_deleted_between_listing_and_fetching_is_skipped_not_fatal,
+);
 
 /// `curl URL` through the proxy: (curl's exit code, body, seconds taken).
 fn curl(url: &str) -> (i32, Vec<u8>, f64) {
@@ -160,4 +163,50 @@ fn restore_objects_verify_finds_a_mismatch(s3: &S3Server) {
         "{}",
         r.stdout
     );
+}
+
+/// The proxy holds the GET of one listed object until the test has deleted it on the server, so
+/// the object disappears between listing and fetching every time, not when timing allows.
+fn an_object_deleted_between_listing_and_fetching_is_skipped_not_fatal(s3: &S3Server) {
+    let c = cluster();
+    let db = c.seeded_db("gone");
+    let b = small_bucket(s3);
+    let victim = "docs/3.txt";
+    let proxy = Proxy::start(&s3.endpoint);
+    let gate = Gate::new();
+    proxy.add(Rule::new(
+        Some("GET"),
+        &format!("/{b}/{victim}"),
+        Fault::Hold(gate.clone()),
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let env = with(
+        env_for(&db, tmp.path(), s3, &b),
+        &[("MINIO_ENDPOINT", &proxy.url())],
+    );
+    let child = stackback_cmd(&["run"], &env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    gate.wait_reached(1, Duration::from_secs(60));
+    s3.tool(&["delete", &b, victim]);
+    gate.open();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec = only_record(tmp.path());
+    assert_eq!(rec["status"], "ok");
+    let art = &rec["artifacts"][1];
+    assert_eq!(art["skipped"], serde_json::json!([victim]), "{rec}");
+    assert_eq!(art["objects"], 4);
+    assert!(
+        rec["warnings"][0].as_str().unwrap().contains(victim),
+        "{rec}"
+    );
+    let r = stackback(&["verify"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
 }

@@ -132,8 +132,11 @@ fn heartbeat_flaky_webhooks_and_recovered_alerts() {
             ("BACKUP_ALERT_ON", "change".into()),
         ],
     );
-    assert_eq!(stackback(&["run"], &broken(env.clone())).code, 1);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Ten seconds back: the next run has a second of its own without waiting for one.
+    assert_eq!(
+        stackback(&["run"], &faked_clock(&broken(env.clone()), "-10")).code,
+        1
+    );
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
     let reqs = hook.requests();
@@ -172,6 +175,7 @@ fn a_failing_alert_channel_does_not_change_the_backups_result() {
 
 #[test]
 fn alert_test_reports_each_channel() {
+    let closed = ClosedPort::new();
     let tmp = tempfile::tempdir().unwrap();
     let hook = Receiver::start();
     let env = vec![
@@ -182,7 +186,7 @@ fn alert_test_reports_each_channel() {
             "ops@example.com".to_string(),
         ),
         ("SMTP_HOST".to_string(), "127.0.0.1".to_string()),
-        ("SMTP_PORT".to_string(), free_port().to_string()),
+        ("SMTP_PORT".to_string(), closed.port.to_string()),
         ("SMTP_TLS".to_string(), "none".to_string()),
     ];
     let r = stackback(&["alert", "test"], &env);
@@ -206,16 +210,20 @@ fn pushgateway_keeps_the_last_success_after_a_failed_run() {
         c.env(&db, tmp.path()),
         &[("BACKUP_PUSHGATEWAY_URL", pg.url())],
     );
-    assert_eq!(stackback(&["run"], &env).code, 0);
+    // Ten seconds back: the next run has a second of its own without waiting for one.
+    assert_eq!(stackback(&["run"], &faked_clock(&env, "-10")).code, 0);
     let last = pg
         .value("backup_last_success_timestamp_seconds", "type=\"database\"")
         .expect("pushed");
-    assert!(last > 1.7e9, "{last}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - 120.0..now).contains(&last), "{last} vs now {now}");
     assert_eq!(pg.value("backup_success", "type=\"database\""), Some(1.0));
     assert_eq!(pg.value("backup_runs_total", "result=\"ok\""), Some(1.0));
     assert!(pg.value("backup_size_bytes", "type=\"database\"").unwrap() > 1024.0);
 
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(stackback(&["run"], &broken(env.clone())).code, 1);
     assert_eq!(pg.value("backup_success", "type=\"database\""), Some(0.0));
     assert_eq!(
@@ -255,12 +263,12 @@ fn low_free_space_is_alerted_although_the_backup_is_good() {
         c.env(&db, &mnt.path),
         &[("BACKUP_ALERT_WEBHOOK_URL", hook.url("/space"))],
     );
-    assert_eq!(stackback(&["run"], &env).code, 0);
+    // Ten seconds back: the next run has a second of its own without waiting for one.
+    assert_eq!(stackback(&["run"], &faked_clock(&env, "-10")).code, 0);
     assert!(
         hook.requests().is_empty(),
         "the first run has nothing to compare with"
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
     let body = hook.wait_for(1)[0]["body"].as_str().unwrap().to_string();

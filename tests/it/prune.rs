@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::support::*;
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{Duration, Utc};
 use stackback::catalog::{RunId, RunRecord, RunStatus};
 
 /// Copies the real run in `dir` as a run that started at `when`, with `status`.
@@ -64,7 +64,12 @@ fn prune_keeps_the_window_and_the_last_good_backup_and_removes_leftovers() {
     .unwrap();
     let real_files: Vec<String> = real.artifacts.iter().map(|a| a.file.clone()).collect();
 
-    let base = Utc.with_ymd_and_hms(2026, 1, 31, 2, 0, 0).unwrap();
+    // Two months ago, so the test holds whatever today's date.
+    let base = (Utc::now() - Duration::days(60))
+        .date_naive()
+        .and_hms_opt(2, 0, 0)
+        .unwrap()
+        .and_utc();
     let mut good = Vec::new();
     for d in 0..15 {
         good.push(fabricate(
@@ -96,7 +101,10 @@ fn prune_keeps_the_window_and_the_last_good_backup_and_removes_leftovers() {
         .set_modified(ancient)
         .unwrap();
     // A backup of the old shell script: same naming, no run record.
-    let unmanaged = format!("db_{db}_20251201_020000.sql.gz");
+    let unmanaged = format!(
+        "db_{db}_{}.sql.gz",
+        RunId::from_time(base - Duration::days(60))
+    );
     std::fs::copy(dir.join(&real.artifacts[0].file), dir.join(&unmanaged)).unwrap();
     // The real run is today's: move it out of the way so the fabricated calendar is what counts.
     for f in &real_files {
@@ -169,7 +177,7 @@ fn prune_keeps_the_window_and_the_last_good_backup_and_removes_leftovers() {
     assert_eq!(s["last_success"]["run_id"], good[0].as_str());
     assert_eq!(s["last_run"]["run_id"], failed.as_str());
     assert_eq!(s["good_backups"], 7);
-    assert_eq!(s["stale"], true, "the newest good run is from January");
+    assert_eq!(s["stale"], true, "the newest good run is two months old");
     let r = stackback(&["status", "--check"], &env);
     assert_eq!(r.code, 1, "{}", r.all());
 }
