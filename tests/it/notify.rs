@@ -3,16 +3,8 @@
 use crate::support::notify::{Pushgateway, Receiver, Smtp};
 use crate::support::*;
 
-fn with(mut env: Vec<(String, String)>, extra: &[(&str, String)]) -> Vec<(String, String)> {
-    for (k, v) in extra {
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.to_string(), v.clone()));
-    }
-    env
-}
-
 fn broken(env: Vec<(String, String)>) -> Vec<(String, String)> {
-    with(env, &[("POSTGRES_PASSWORD", "wrong-password".into())])
+    with(env, &[("POSTGRES_PASSWORD", "wrong-password")])
 }
 
 #[test]
@@ -26,16 +18,13 @@ fn a_failed_run_reaches_webhook_and_email_within_seconds() {
         &[
             (
                 "BACKUP_ALERT_WEBHOOK_URL",
-                hook.url("/services/T000/B000/token123"),
+                &hook.url("/services/T000/B000/token123"),
             ),
-            (
-                "BACKUP_ALERT_EMAIL",
-                "ops@example.com, oncall@example.com".into(),
-            ),
-            ("SMTP_HOST", "127.0.0.1".into()),
-            ("SMTP_PORT", smtp.port.to_string()),
-            ("SMTP_TLS", "none".into()),
-            ("SMTP_FROM", "backups@example.com".into()),
+            ("BACKUP_ALERT_EMAIL", "ops@example.com, oncall@example.com"),
+            ("SMTP_HOST", "127.0.0.1"),
+            ("SMTP_PORT", &smtp.port.to_string()),
+            ("SMTP_TLS", "none"),
+            ("SMTP_FROM", "backups@example.com"),
         ],
     ));
     let t0 = std::time::Instant::now();
@@ -88,8 +77,8 @@ fn discord_and_generic_payloads() {
         let env = broken(with(
             c.env(&c.empty_db("nodump"), tmp.path()),
             &[
-                ("BACKUP_ALERT_WEBHOOK_URL", hook.url(path)),
-                ("BACKUP_ALERT_WEBHOOK_FORMAT", format.into()),
+                ("BACKUP_ALERT_WEBHOOK_URL", &hook.url(path)),
+                ("BACKUP_ALERT_WEBHOOK_FORMAT", format),
             ],
         ));
         assert_eq!(stackback(&["run"], &env).code, 1);
@@ -127,9 +116,9 @@ fn heartbeat_flaky_webhooks_and_recovered_alerts() {
     let env = with(
         c.env(&db, tmp.path()),
         &[
-            ("BACKUP_HEARTBEAT_URL", hook.url("/hb/uuid-1234")),
-            ("BACKUP_ALERT_WEBHOOK_URL", hook.url("/flaky")),
-            ("BACKUP_ALERT_ON", "change".into()),
+            ("BACKUP_HEARTBEAT_URL", &hook.url("/hb/uuid-1234")),
+            ("BACKUP_ALERT_WEBHOOK_URL", &hook.url("/flaky")),
+            ("BACKUP_ALERT_ON", "change"),
         ],
     );
     // Ten seconds back: the next run has a second of its own without waiting for one.
@@ -163,8 +152,8 @@ fn a_failing_alert_channel_does_not_change_the_backups_result() {
     let env = with(
         c.env(&db, tmp.path()),
         &[
-            ("BACKUP_ALERT_WEBHOOK_URL", hook.url("/down")),
-            ("BACKUP_ALERT_ON", "always".into()),
+            ("BACKUP_ALERT_WEBHOOK_URL", &hook.url("/down")),
+            ("BACKUP_ALERT_ON", "always"),
         ],
     );
     let r = stackback(&["run"], &env);
@@ -208,7 +197,7 @@ fn pushgateway_keeps_the_last_success_after_a_failed_run() {
     let pg = Pushgateway::start();
     let env = with(
         c.env(&db, tmp.path()),
-        &[("BACKUP_PUSHGATEWAY_URL", pg.url())],
+        &[("BACKUP_PUSHGATEWAY_URL", &pg.url())],
     );
     // Ten seconds back: the next run has a second of its own without waiting for one.
     assert_eq!(stackback(&["run"], &faked_clock(&env, "-10")).code, 0);
@@ -261,7 +250,7 @@ fn low_free_space_is_alerted_although_the_backup_is_good() {
     let hook = Receiver::start();
     let env = with(
         c.env(&db, &mnt.path),
-        &[("BACKUP_ALERT_WEBHOOK_URL", hook.url("/space"))],
+        &[("BACKUP_ALERT_WEBHOOK_URL", &hook.url("/space"))],
     );
     // Ten seconds back: the next run has a second of its own without waiting for one.
     assert_eq!(stackback(&["run"], &faked_clock(&env, "-10")).code, 0);

@@ -7,7 +7,8 @@
 //! [`Gate`] (to make a race happen at a chosen point, every time). Every request is logged.
 //!
 //! One upstream connection per request keeps the relaying simple; the client's connection is kept
-//! alive between requests as HTTP/1.1 clients expect. Listens on port 0: no port race.
+//! alive between requests as HTTP/1.1 clients expect. Listens on port 0: no port race. Its threads
+//! live as long as the test process (a test's proxy is small and never stopped).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -26,6 +27,7 @@ pub enum Fault {
     /// Reset the client's connection (RST) without answering; nothing reaches the server.
     Reset,
     /// Forward, send the answer's head and this many body bytes, then reset the connection.
+    /// (S3 answers carry a Content-Length; a chunked answer is relayed whole, then reset.)
     ResetAfter(usize),
     /// Forward, and flip one byte in the middle of the answer's body (length unchanged).
     CorruptBody,
