@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need, then formatting, lints, unit and integration
-# tests against real services (each test binary starts its own throwaway PostgreSQL).
+# tests against real services (one integration-test binary, tests/it, sharing one throwaway
+# PostgreSQL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh

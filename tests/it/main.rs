@@ -1,0 +1,20 @@
+//! stackback's integration tests, in one binary (the ripgrep `tests/tests.rs` layout): the AWS
+//! SDK is linked once, and one throwaway PostgreSQL cluster serves every test that only reads it.
+//! Each test drives the compiled `stackback` binary against real services and checks the result
+//! with tools stackback did not write. Harness: [`support`].
+
+mod support;
+
+mod backup;
+mod buckets;
+mod daemon;
+mod deploy;
+mod failures;
+mod faults;
+mod notify;
+mod prune;
+mod restore;
+mod smtp;
+mod snapshots;
+mod verify;
+mod volume;
