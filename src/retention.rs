@@ -170,29 +170,27 @@ fn keep_rules(good: &[&RunInfo], policy: &Policy, tz: Tz) -> HashMap<RunId, Vec<
             ),
         );
     }
-    let mut bucket = |n: u32, label: &str, key: &dyn Fn(NaiveDate) -> (i32, u32)| {
+    let mut bucket = |n: u32, label: &str, setting: &str, key: &dyn Fn(NaiveDate) -> (i32, u32)| {
         let mut seen = HashSet::new();
         for r in good {
             if seen.len() >= n as usize {
                 break;
             }
             if seen.insert(key(local_date(r.time(), tz))) {
-                add(
-                    r,
-                    format!(
-                        "newest good run of its {label} (BACKUP_KEEP_{})",
-                        label.to_uppercase().replace("ISO ", "")
-                    ),
-                );
+                add(r, format!("newest good run of its {label} ({setting})"));
             }
         }
     };
-    bucket(policy.keep_daily, "day", &|d| (d.year(), d.ordinal()));
-    bucket(policy.keep_weekly, "ISO week", &|d| {
+    bucket(policy.keep_daily, "day", "BACKUP_KEEP_DAILY", &|d| {
+        (d.year(), d.ordinal())
+    });
+    bucket(policy.keep_weekly, "ISO week", "BACKUP_KEEP_WEEKLY", &|d| {
         let w = d.iso_week();
         (w.year(), w.week())
     });
-    bucket(policy.keep_monthly, "month", &|d| (d.year(), d.month()));
+    bucket(policy.keep_monthly, "month", "BACKUP_KEEP_MONTHLY", &|d| {
+        (d.year(), d.month())
+    });
     reasons
 }
 

@@ -357,6 +357,8 @@ pub struct SmtpConfig {
     pub password: Option<Secret>,
     pub from: String,
     pub tls: SmtpTls,
+    /// PEM of a private CA trusted beside the built-in roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Alerts, heartbeat and metrics push.
@@ -415,6 +417,7 @@ impl SmtpConfig {
                 .map(String::from)
                 .unwrap_or_else(|| format!("stackback@{}", crate::catalog::host_name())),
             tls,
+            ca_file: s.get(Key::SmtpCaFile).map(PathBuf::from),
         })
     }
 }

@@ -94,6 +94,7 @@ settings! {
     SmtpPassword => "smtp.password", ["SMTP_PASSWORD"], true, None, "SMTP password";
     SmtpFrom => "smtp.from", ["SMTP_FROM"], false, None, "sender address (default stackback@<host name>)";
     SmtpTls => "smtp.tls", ["SMTP_TLS"], false, Some("starttls"), "starttls | tls | none";
+    SmtpCaFile => "smtp.ca_file", ["SMTP_CA_FILE"], false, None, "PEM file of the CA that signed the SMTP server's certificate (in addition to the built-in roots)";
     PushgatewayUrl => "metrics.pushgateway_url", ["BACKUP_PUSHGATEWAY_URL"], false, None, "push metrics to this Prometheus Pushgateway after every run";
     HttpAddr => "metrics.http_addr", ["BACKUP_HTTP_ADDR"], false, Some("127.0.0.1:9187"), "the daemon's /metrics and /healthz address (containers: 0.0.0.0:9187)";
     MinDbBytes => "verify.min_db_bytes", ["BACKUP_MIN_DB_BYTES"], false, Some("1024"), "a database artifact must be larger than this (stored bytes)";

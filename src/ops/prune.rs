@@ -74,7 +74,7 @@ pub fn prune_locked(
     finish_retired(dir, opts, &mut report)?;
 
     let catalog = Catalog::new(dir.clone());
-    let records = usable_records(&catalog, opts, &mut report)?;
+    let records = usable_records(&catalog, &mut report)?;
     let runs: Vec<RunInfo> = records
         .values()
         .map(|r| RunInfo {
@@ -94,6 +94,17 @@ pub fn prune_locked(
     for r in records.values() {
         named.insert(r.file_name());
         named.extend(r.files().map(String::from));
+    }
+    // The calling run anchors the window and counts for the KEEP rules; it is never deleted.
+    for d in report
+        .decisions
+        .iter_mut()
+        .filter(|d| opts.current.as_ref() == Some(&d.run_id))
+    {
+        if !d.keep {
+            d.keep = true;
+            d.reasons = vec!["the run that is pruning".into()];
+        }
     }
     for d in report.decisions.clone().iter().filter(|d| !d.keep) {
         let r = &records[&d.run_id];
@@ -125,11 +136,9 @@ pub fn prune_locked(
     Ok(report)
 }
 
-/// The records prune may act on: readable, unmodified, not the calling run's. The others are kept
-/// with a note.
+/// The records prune may act on: readable and unmodified. The others are kept with a note.
 fn usable_records(
     catalog: &Catalog,
-    opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<HashMap<RunId, RunRecord>> {
     let mut records = HashMap::new();
@@ -138,7 +147,6 @@ fn usable_records(
             Entry::Unreadable { file, error, .. } => report
                 .notes
                 .push(format!("{file} kept: the record is unreadable ({error})")),
-            Entry::Record(r) if opts.current.as_ref() == Some(&r.run_id) => {}
             Entry::Record(r) if !r.checksum_ok() => report.notes.push(format!(
                 "run {} kept: its record was modified, so what it names is uncertain",
                 r.run_id

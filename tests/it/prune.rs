@@ -205,13 +205,19 @@ fn failing_runs_never_prune_the_last_good_backups() {
     let r = stackback(&["status", "--check"], &env);
     assert_eq!(r.code, 1, "the last good backup is 4 days old: {}", r.all());
 
-    // After the next good run, the old good runs are outside the window counted from it: pruning
-    // removes them and keeps the backup just made. (The run's own prune leaves them one more run:
-    // it leaves itself out of the plan, see /work/notes/needs-from-src.md.)
+    // After the next good run, the old good runs are outside the window counted from it: the
+    // run's own prune removes them and keeps the backup just made.
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
-    let r = stackback(&["prune"], &env);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let rec = records(dir)
+        .into_iter()
+        .rfind(|r| r["status"] == "ok")
+        .unwrap();
+    assert_eq!(
+        rec["prune"]["deleted_runs"].as_array().unwrap().len(),
+        2,
+        "{rec}"
+    );
     let left = artifacts(dir);
     assert_eq!(left.len(), 1, "{left:?}");
     assert!(!good.contains(&left[0]), "{left:?}");
@@ -315,12 +321,20 @@ fn keep_rules_from_the_environment_and_from_a_file() {
                 .unwrap()["reasons"]
                 .to_string()
         };
-        // The reasons name a rule by its period ("BACKUP_KEEP_DAY" where the setting is
-        // BACKUP_KEEP_DAILY: see /work/notes/needs-from-src.md), so match the period's words.
+        // Each reason names the setting exactly as it is configured.
         for (day, rule) in [
-            ("2026-10-13", "newest good run of its day"),
-            ("2026-10-07", "newest good run of its ISO week"),
-            ("2026-09-15", "newest good run of its month"),
+            (
+                "2026-10-13",
+                "newest good run of its day (BACKUP_KEEP_DAILY)",
+            ),
+            (
+                "2026-10-07",
+                "newest good run of its ISO week (BACKUP_KEEP_WEEKLY)",
+            ),
+            (
+                "2026-09-15",
+                "newest good run of its month (BACKUP_KEEP_MONTHLY)",
+            ),
         ] {
             assert!(reasons(day).contains(rule), "{how}: {day}: {plan}");
         }

@@ -1,10 +1,9 @@
 //! Email alerts against a real SMTP server (aiosmtpd, support/smtpd.py): authentication on a local
 //! relay, STARTTLS and implicit TLS with a certificate from a throwaway CA.
 //!
-//! stackback's SMTP client trusts only the roots compiled into it (lettre's webpki-roots), so no
-//! test can make it trust the throwaway CA: the TLS tests prove that TLS is required, attempted,
-//! and verified (the handshake fails on the unknown issuer, and nothing is sent in the clear).
-//! The seam that would let them deliver is written down in /work/notes/needs-from-src.md.
+//! The TLS tests prove that TLS is required, attempted and verified (the handshake fails on the
+//! unknown issuer, and nothing is sent in the clear), then deliver once `SMTP_CA_FILE` names the CA,
+//! with AUTH only inside TLS.
 
 use crate::support::notify::{Smtp, SmtpSetup};
 use crate::support::tls::TestCa;
@@ -98,6 +97,7 @@ fn smtp_starttls_is_required_and_verified() {
     let ca = TestCa::new(tmp.path());
     let tls = Smtp::start_with(&SmtpSetup {
         starttls: Some(&ca),
+        auth: Some(("backup-bot", SECRET)),
         ..Default::default()
     });
     let r = alert_test(&with(env(&tls, "starttls", tmp.path()), &creds));
@@ -108,6 +108,21 @@ fn smtp_starttls_is_required_and_verified() {
     assert!(cmds.iter().any(|c| c == "STARTTLS"), "{cmds:?}");
     assert!(!cmds.iter().any(|c| c == "AUTH" || c == "MAIL"), "{cmds:?}");
     assert!(tls.messages().is_empty());
+
+    // Trusting the CA, the message goes out, and the login only after STARTTLS.
+    let trusted = with(
+        env(&tls, "starttls", tmp.path()),
+        &[("SMTP_CA_FILE", ca.ca.to_str().unwrap())],
+    );
+    let r = alert_test(&with(trusted, &creds));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(tls.wait_for(1)[0].contains("test alert"));
+    let cmds = tls.commands();
+    let at = |name: &str| cmds.iter().rposition(|c| c == name);
+    assert!(
+        at("STARTTLS").is_some() && at("STARTTLS") < at("AUTH") && at("AUTH") < at("MAIL"),
+        "{cmds:?}"
+    );
 }
 
 /// SMTP_TLS=tls: the connection starts with a verified TLS handshake; a plain server gets no
@@ -119,6 +134,7 @@ fn smtp_implicit_tls_is_verified() {
     let creds = [("SMTP_USER", "backup-bot"), ("SMTP_PASSWORD", SECRET)];
     let smtps = Smtp::start_with(&SmtpSetup {
         implicit_tls: Some(&ca),
+        auth: Some(("backup-bot", SECRET)),
         ..Default::default()
     });
     let r = alert_test(&with(env(&smtps, "tls", tmp.path()), &creds));
@@ -126,6 +142,21 @@ fn smtp_implicit_tls_is_verified() {
     assert!(r.stdout.contains("UnknownIssuer"), "{}", r.stdout);
     assert!(smtps.commands().is_empty(), "{:?}", smtps.commands());
     assert!(smtps.messages().is_empty());
+
+    let trusted = with(
+        env(&smtps, "tls", tmp.path()),
+        &[("SMTP_CA_FILE", ca.ca.to_str().unwrap())],
+    );
+    let r = alert_test(&with(trusted, &creds));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(smtps.wait_for(1)[0].contains("test alert"));
+    let auths = smtps.events();
+    assert!(
+        auths
+            .iter()
+            .any(|e| e["event"] == "auth" && e["ok"] == true),
+        "{auths:?}"
+    );
 
     let plain = Smtp::start();
     let r = alert_test(&with(env(&plain, "tls", tmp.path()), &creds));
