@@ -14,8 +14,13 @@ use super::{s3_error, with_key};
 use crate::archive::IndexEntry;
 use crate::error::{Error, Problem, Result, S3ErrorKind};
 
-/// Objects above this size are uploaded in parts of this size.
+/// Objects above this size are uploaded with a multipart upload.
 pub const PART_SIZE: usize = 8 << 20;
+
+/// The part size of a multipart upload of `object_size` bytes.
+pub fn part_size(_object_size: u64) -> usize {
+    PART_SIZE
+}
 
 /// True when `key` exists in `bucket`.
 pub async fn exists(client: &Client, bucket: &str, key: &str) -> Result<bool> {
@@ -110,8 +115,9 @@ async fn upload_parts(
     upload_id: &str,
     chunks: &mut mpsc::Receiver<std::io::Result<Bytes>>,
 ) -> Result<()> {
+    let part = part_size(m.size);
     let mut parts = Vec::new();
-    let mut buf = BytesMut::with_capacity(PART_SIZE);
+    let mut buf = BytesMut::with_capacity(part);
     let mut done = false;
     while !done {
         match chunks.recv().await {
@@ -124,7 +130,7 @@ async fn upload_parts(
             }
             None => done = true,
         }
-        if buf.len() >= PART_SIZE || (done && (!buf.is_empty() || parts.is_empty())) {
+        if buf.len() >= part || (done && (!buf.is_empty() || parts.is_empty())) {
             let n = parts.len() as i32 + 1;
             let body = buf.split().freeze();
             let out = client
