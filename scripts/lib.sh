@@ -26,11 +26,11 @@ apt_install() {
 }
 
 # PostgreSQL server + client (initdb, postgres, pg_dump, psql) and the tools the tests use to check
-# results independently (gzip, zstd, tar, sha256sum, mount, diff, man), and libfaketime, which runs
-# stackback at a chosen clock.
+# results independently (gzip, zstd, tar, sha256sum, mount, diff, man), libfaketime, which runs
+# stackback at a chosen clock, and strace, which shows the modes files are created with.
 ensure_system_deps() {
   apt_install ca-certificates curl openssl gzip zstd tar coreutils util-linux mount time procps \
-    diffutils man-db bsdextrautils faketime
+    diffutils man-db bsdextrautils faketime strace
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt_install postgresql postgresql-client
   fi
