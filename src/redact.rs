@@ -49,6 +49,11 @@ impl Redactor {
     /// Adds a URL's password (raw and percent-decoded) and the URL itself.
     pub fn add_url(&mut self, raw: &str) {
         self.add(raw);
+        self.add_url_password(raw);
+    }
+
+    /// Adds the password of a URL, when `raw` is one that carries one; the rest is not secret.
+    pub fn add_url_password(&mut self, raw: &str) {
         if let Ok(u) = url::Url::parse(raw) {
             if let Some(p) = u.password() {
                 self.add(p);
@@ -79,6 +84,14 @@ pub fn redact_url(raw: &str) -> String {
         }
         Ok(u) => u.to_string(),
         Err(_) => "***".into(),
+    }
+}
+
+/// `value` with the password masked when it is a URL that carries one, else as it is.
+pub fn redact_url_password(value: &str) -> String {
+    match url::Url::parse(value) {
+        Ok(u) if u.password().is_some() => redact_url(value),
+        _ => value.to_string(),
     }
 }
 

@@ -2,11 +2,15 @@
 //! and the time. No I/O here; `ops::prune` carries the decisions out.
 //!
 //! Rules (a run is kept if any rule keeps it):
+//! - runs are ordered by their sequence (then id), which no clock can disturb;
 //! - only `ok` runs are *good*; the newest `keep_min` good runs are always kept, whatever their age;
-//! - the days window ends at the newest good run's local calendar date, not at `now`, so a schedule
-//!   that stalled never wipes history and a clock moved backwards changes nothing; a run is inside
-//!   the window when its local date is one of the last `days` dates up to that one (daily backups
-//!   keep exactly `days` runs, across DST changes too);
+//! - the days window ends at the local calendar date of the newest good run (by sequence) that is
+//!   not dated in the future, not at `now`, so a schedule that stalled never wipes history and a
+//!   clock moved backwards deletes nothing; a run is inside the window when its local date is one
+//!   of the last `days` dates up to that one (daily backups keep exactly `days` runs, across DST
+//!   changes too);
+//! - a run dated in the future, or after a later run (its host's clock was ahead when it ran), is
+//!   kept: its date says nothing about its age, so no rule may delete it or anchor on it;
 //! - `keep_last`, `keep_daily`, `keep_weekly` (ISO weeks), `keep_monthly` keep the newest good run
 //!   of each of the newest N periods, evaluated in the configured time zone;
 //! - `partial` runs are kept inside the window, and also when newer than every good run (their
@@ -24,6 +28,9 @@ use crate::catalog::{RunId, RunState};
 
 #[derive(Debug, Clone)]
 pub struct RunInfo {
+    /// The run's place in history (0 for runs recorded before sequences): runs are ordered by
+    /// it, then by id, never by their clock alone.
+    pub sequence: u64,
     pub id: RunId,
     pub state: RunState,
 }
@@ -92,18 +99,22 @@ pub fn plan(
 ) -> Result<Vec<Decision>, String> {
     policy.validate()?;
     let mut sorted: Vec<&RunInfo> = runs.iter().collect();
-    sorted.sort_by(|a, b| b.id.cmp(&a.id));
+    sorted.sort_by(|a, b| (b.sequence, &b.id).cmp(&(a.sequence, &a.id)));
     let good: Vec<&RunInfo> = sorted
         .iter()
         .copied()
         .filter(|r| r.state == RunState::Ok)
         .collect();
-    let window = Window::new(good.first().map(|r| r.time()), policy.days, tz);
+    let anchor = good.iter().find(|r| r.time() <= now + CLOCK_TOLERANCE);
+    let window = Window::new(anchor.map(|r| r.time()), policy.days, tz);
     let mut reasons = keep_rules(&good, policy, tz);
     Ok(sorted
         .iter()
         .map(|r| {
             let mut why = reasons.remove(&r.id).unwrap_or_default();
+            if let Some(clock) = misdated(r, anchor.copied(), now) {
+                why.push(clock);
+            }
             why.extend(state_reason(r, policy, &window, now));
             let keep = !why.is_empty();
             if !keep {
@@ -117,6 +128,29 @@ pub fn plan(
             }
         })
         .collect())
+}
+
+/// How far ahead of `now` a run may be dated before its date is distrusted: clocks of two hosts,
+/// or one clock after an NTP step, disagree by seconds, not by this.
+pub const CLOCK_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// How far this host's clock may be from the database server's before prune refuses to act on
+/// dates taken from it.
+pub const MAX_SKEW: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Why a run's date cannot be trusted, if it cannot: dated in the future, or after a run that
+/// came later in the sequence.
+fn misdated(r: &RunInfo, anchor: Option<&RunInfo>, now: DateTime<Utc>) -> Option<String> {
+    if r.time() > now + CLOCK_TOLERANCE {
+        return Some("dated in the future (the clock was ahead when it ran): kept, whatever its date says; delete it by hand once it is not needed".into());
+    }
+    let a = anchor?;
+    (r.sequence < a.sequence && r.time() > a.time() + CLOCK_TOLERANCE).then(|| {
+        format!(
+            "dated after run {}, which came later (the clock was ahead when it ran): kept, whatever its date says",
+            a.id
+        )
+    })
 }
 
 /// The days window: the last `days` local dates up to the newest good run's.
@@ -239,6 +273,7 @@ mod tests {
 
     fn run(s: &str, state: RunState) -> RunInfo {
         RunInfo {
+            sequence: 0,
             id: RunId::from_time(at(s)),
             state,
         }
@@ -260,6 +295,7 @@ mod tests {
     fn daily(first: &str, n: i64) -> Vec<RunInfo> {
         (0..n)
             .map(|i| RunInfo {
+                sequence: 0,
                 id: RunId::from_time(at(first) + chrono::Duration::days(i)),
                 state: RunState::Ok,
             })
@@ -298,6 +334,7 @@ mod tests {
         let ny = chrono_tz::America::New_York;
         let mut failing_after_good = daily("2026-01-01 02:00", 3);
         failing_after_good.extend((3..30).map(|i| RunInfo {
+            sequence: 0,
             id: RunId::from_time(at("2026-01-01 02:00") + chrono::Duration::days(i)),
             state: RunState::Failed,
         }));
@@ -305,6 +342,7 @@ mod tests {
         for d in 0..10 {
             for h in [0, 6, 12, 18] {
                 several_a_day.push(RunInfo {
+                    sequence: 0,
                     id: RunId::from_time(
                         at("2026-02-01 00:00")
                             + chrono::Duration::days(d)
@@ -370,12 +408,12 @@ mod tests {
                 must_keep: vec!["2025-06-01 02:00"],
             },
             Case {
-                name: "clock moved backwards: nothing changes",
+                name: "clock moved backwards: every run is dated in the future, none is deleted",
                 runs: daily("2026-01-01 02:00", 20),
                 policy: policy(7),
                 now: "2025-12-01 00:00",
                 tz: utc,
-                kept: 7,
+                kept: 20,
                 must_keep: vec!["2026-01-20 02:00"],
             },
             Case {
@@ -576,6 +614,52 @@ mod tests {
                 assert!(k.contains(&newest), "{}: newest good run deleted", c.name);
             }
         }
+    }
+
+    #[test]
+    fn a_run_from_a_clock_years_ahead_deletes_nothing_made_at_the_true_time() {
+        // Sequences as the runs happened: three true days, one run five years ahead, two true.
+        let runs: Vec<RunInfo> = [
+            "2026-01-01 02:00",
+            "2026-01-02 02:00",
+            "2026-01-03 02:00",
+            "2031-01-01 02:00",
+            "2026-01-04 02:00",
+            "2026-01-05 02:00",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| RunInfo {
+            sequence: i as u64 + 1,
+            ..run(t, RunState::Ok)
+        })
+        .collect();
+        // Pruned at the true time, and by a host whose clock is still five years ahead.
+        for now in ["2026-01-05 03:00", "2031-01-02 00:00"] {
+            let d = plan(&runs, &policy(7), at(now), chrono_tz::UTC).unwrap();
+            assert!(d.iter().all(|d| d.keep), "{now}: {d:?}");
+            let future = d
+                .iter()
+                .find(|d| d.run_id.to_string() == id("2031-01-01 02:00"))
+                .unwrap();
+            assert!(
+                future.reasons.iter().any(|r| r.contains("clock was ahead")),
+                "{future:?}"
+            );
+        }
+        // Later true runs move the window on: the old true runs go, the misdated one stays.
+        let mut later = runs.clone();
+        later.push(RunInfo {
+            sequence: 7,
+            ..run("2026-01-20 02:00", RunState::Ok)
+        });
+        let d = plan(&later, &policy(7), at("2026-01-20 03:00"), chrono_tz::UTC).unwrap();
+        let kept: Vec<String> = d
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.run_id.to_string())
+            .collect();
+        assert_eq!(kept, ["20260120_020000", "20310101_020000"]);
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub enum Entry {
     },
 }
 
+impl Entry {
+    fn order(&self) -> (u64, &RunId) {
+        match self {
+            Entry::Record(r) => r.order(),
+            Entry::Unreadable { run_id, .. } => (0, run_id),
+        }
+    }
+}
+
 /// Reads and writes the run records of one backup directory.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -62,7 +71,8 @@ impl Catalog {
         read_record(&self.dir.join(&run_id.record_file()))
     }
 
-    /// Every record in the directory, oldest first.
+    /// Every record in the directory, oldest first: by sequence, then id (unreadable records,
+    /// whose sequence is unknown, by id before the others).
     pub fn entries(&self) -> Result<Vec<Entry>> {
         let mut out = Vec::new();
         for name in self.dir.file_names()? {
@@ -78,7 +88,19 @@ impl Catalog {
                 }),
             }
         }
+        out.sort_by(|a, b| a.order().cmp(&b.order()));
         Ok(out)
+    }
+
+    /// The sequence a new run takes: the highest any record holds, plus one.
+    pub fn next_sequence(&self) -> Result<u64> {
+        Ok(self
+            .records()?
+            .iter()
+            .filter_map(|r| r.sequence)
+            .max()
+            .unwrap_or(0)
+            + 1)
     }
 
     /// Every readable record, oldest first.

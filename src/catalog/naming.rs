@@ -154,6 +154,22 @@ impl fmt::Display for ArtifactKind {
     }
 }
 
+/// True when `name` is a plain file name of an artifact or of an object index: no directory part,
+/// not hidden, and named as stackback names them. Names read from records are checked with this
+/// before anything is opened or deleted.
+pub fn is_artifact_file(name: &str) -> bool {
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+        && !name.chars().any(char::is_control);
+    plain
+        && (ArtifactKind::of_file_name(name).is_some()
+            || (name.starts_with("minio_")
+                && name
+                    .strip_suffix(".index.jsonl")
+                    .is_some_and(|stem| RunId::from_artifact_name(stem).is_some())))
+}
+
 /// The sidecar index file of an archive: `minio_b_<id>.tar.gz` → `minio_b_<id>.index.jsonl`.
 pub fn index_file_name(archive: &str) -> String {
     let stem = [".tar.gz", ".tar.zst", ".tar"]
@@ -208,6 +224,29 @@ mod tests {
             ArtifactKind::Database.file_name("app", &id, Compression::Gzip),
             "db_app_20260101_020000.sql.gz"
         );
+    }
+
+    #[test]
+    fn only_plain_artifact_names_pass() {
+        for ok in [
+            "db_app_20260101_020000.sql.gz",
+            "minio_b_20260101_020000.tar.zst",
+            "minio_b_20260101_020000.index.jsonl",
+            "globals_app_20260101_020000.sql",
+        ] {
+            assert!(is_artifact_file(ok), "{ok}");
+        }
+        for bad in [
+            "../db_app_20260101_020000.sql.gz",
+            "/etc/db_app_20260101_020000.sql.gz",
+            "sub/db_app_20260101_020000.sql.gz",
+            ".stackback-tmp.db_app_20260101_020000.sql.gz",
+            "run_20260101_020000.json",
+            "passwd",
+            "",
+        ] {
+            assert!(!is_artifact_file(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -188,6 +188,10 @@ pub struct LowSpace {
 pub struct RunRecord {
     pub schema: u32,
     pub run_id: RunId,
+    /// The run's place in the directory's history (the highest seen + 1): what `latest` and
+    /// retention order runs by, since clocks jump. Records without one come first, by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     pub status: RunState,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -229,6 +233,7 @@ impl RunRecord {
         RunRecord {
             schema: SCHEMA_VERSION,
             run_id,
+            sequence: None,
             status: RunState::Running,
             started_at,
             finished_at: None,
@@ -250,6 +255,11 @@ impl RunRecord {
 
     pub fn file_name(&self) -> String {
         self.run_id.record_file()
+    }
+
+    /// The order of runs in the directory's history: the sequence, then the id.
+    pub fn order(&self) -> (u64, &RunId) {
+        (self.sequence.unwrap_or(0), &self.run_id)
     }
 
     /// True for ok and partial runs: they hold at least one verified artifact.
@@ -310,6 +320,13 @@ impl RunRecord {
         }
         let mut record: RunRecord = serde_json::from_value(value.clone())
             .map_err(|e| RecordError::Invalid(e.to_string()))?;
+        // Names are acted on (verified, restored, deleted): only plain file names of this
+        // directory, never a path, are taken from a record.
+        if let Some(bad) = record.files().find(|f| !super::naming::is_artifact_file(f)) {
+            return Err(RecordError::Invalid(format!(
+                "it names {bad:?}, which is not an artifact file name of the backup directory"
+            )));
+        }
         record.checksum_matched = if schema >= 2 {
             value
                 .as_object_mut()
@@ -401,7 +418,7 @@ mod tests {
             "restore_test".into(),
             serde_json::json!({"ok": true, "rows": 12}),
         );
-        o.insert("sequence".into(), serde_json::json!(42));
+        o.insert("anomalies".into(), serde_json::json!([{"table": "orders"}]));
         let sum = canonical_sha256(&v);
         v["record_sha256"] = serde_json::Value::String(sum);
         // Key order in the file does not matter either.
@@ -412,7 +429,7 @@ mod tests {
         // Rewritten by this build, the unknown sections survive and the sum still holds.
         let again = RunRecord::from_json(&read.to_json()).unwrap();
         assert!(again.checksum_ok());
-        assert_eq!(again.extra["sequence"], 42);
+        assert_eq!(again.extra["anomalies"][0]["table"], "orders");
     }
 
     #[test]

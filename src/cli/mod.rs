@@ -339,7 +339,7 @@ async fn dispatch(cli: Cli) -> i32 {
             dry_run,
             include_unmanaged,
             json,
-        } => cmd::prune::run(&cfg, *dry_run, *include_unmanaged, *json),
+        } => cmd::prune::run(&cfg, *dry_run, *include_unmanaged, *json).await,
     };
     match result {
         Ok(code) => code,

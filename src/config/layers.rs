@@ -71,7 +71,8 @@ impl Resolved {
             None => "(unset)".into(),
             Some(v) if self.setting.id == Key::PostgresUrl => crate::redact::redact_url(v),
             Some(_) if self.setting.secret => "***".into(),
-            Some(v) => v.clone(),
+            // Any URL may carry a password (a Pushgateway behind basic auth, say).
+            Some(v) => crate::redact::redact_url_password(v),
         }
     }
 }

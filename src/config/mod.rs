@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub use dburl::SslMode;
 pub use layers::{LoadInput, Resolved, Source};
 pub use sections::{
     AlertOn, NotifyConfig, ObjectsConfig, PostgresConfig, RetentionConfig, ScheduleConfig,
@@ -48,8 +49,18 @@ impl Settings {
     pub fn redactor(&self) -> Redactor {
         let mut r = Redactor::default();
         for item in &self.resolved {
-            if let (true, Some(v)) = (item.setting.secret, &item.value) {
-                r.add_url(v);
+            match (&item.value, item.setting.secret) {
+                (Some(v), true) => {
+                    r.add_url(v);
+                    // A database URL may hold a raw password a URL parser would cut short.
+                    if let Ok(p) = dburl::parse("", v) {
+                        if let Some(pw) = p.password {
+                            r.add(&pw);
+                        }
+                    }
+                }
+                (Some(v), false) => r.add_url_password(v),
+                (None, _) => {}
             }
         }
         r
@@ -161,6 +172,11 @@ impl Config {
 
     pub fn timezone(&self) -> Result<chrono_tz::Tz> {
         self.settings.timezone()
+    }
+
+    /// `BACKUP_TIMEOUT`: how long one run may take, whoever starts it.
+    pub fn run_timeout(&self) -> Result<std::time::Duration> {
+        sections::run_timeout(&self.settings)
     }
 
     pub fn http_addr(&self) -> Result<SocketAddr> {
@@ -377,7 +393,7 @@ mod tests {
         assert_eq!(pg.user, "app");
         assert_eq!(pg.password.as_ref().unwrap().expose(), "p@ss");
         assert_eq!(pg.db, "appdb");
-        assert_eq!(pg.sslmode.as_deref(), Some("require"));
+        assert_eq!(pg.sslmode, Some(SslMode::Require));
         let shown = &cfg.settings().resolved()[Key::PostgresUrl as usize];
         assert!(!shown.display_value().contains("p%40ss"));
         assert_eq!(
@@ -410,6 +426,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("minio.endpoint"), "{err}");
+    }
+
+    #[test]
+    fn a_target_url_for_another_server_gets_no_password_it_was_not_given() {
+        let cfg = load(&[("POSTGRES_HOST", "db1"), ("POSTGRES_PASSWORD", "source-pw")]);
+        let pg = cfg.postgres().unwrap();
+        let other = pg.with_url("postgres://u@db2/x").unwrap();
+        assert!(other.password.is_none());
+        let same = pg.with_url("postgres://u@db1/x").unwrap();
+        assert_eq!(same.password.unwrap().expose(), "source-pw");
+        let given = pg.with_url("postgres://u:theirs@db2/x").unwrap();
+        assert_eq!(given.password.unwrap().expose(), "theirs");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::settings::Key;
-use super::{dburl, Settings};
+use super::{dburl, Settings, SslMode};
 use crate::error::Result;
 use crate::pipeline::Compression;
 use crate::redact::Secret;
@@ -83,7 +83,10 @@ pub struct PostgresConfig {
     pub user: String,
     pub password: Option<Secret>,
     pub db: String,
-    pub sslmode: Option<String>,
+    /// As set; `None` means libpq's default, `prefer`.
+    pub sslmode: Option<SslMode>,
+    pub sslrootcert: Option<PathBuf>,
+    pub lock_wait_timeout: Duration,
     pub pg_dump: Option<PathBuf>,
     pub globals: bool,
 }
@@ -98,7 +101,12 @@ impl PostgresConfig {
             user: s.text(Key::PostgresUser).to_string(),
             password: s.get(Key::PostgresPassword).map(Secret::new),
             db: String::new(),
-            sslmode: None,
+            sslmode: s
+                .get(Key::PostgresSslmode)
+                .map(|m| m.parse().map_err(|e: String| Key::PostgresSslmode.error(e)))
+                .transpose()?,
+            sslrootcert: s.get(Key::PostgresSslrootcert).map(PathBuf::from),
+            lock_wait_timeout: s.duration(Key::LockWait)?,
             pg_dump: s.get(Key::PgDump).map(PathBuf::from),
             globals: s.flag(Key::Globals)?,
         };
@@ -132,12 +140,22 @@ impl PostgresConfig {
         if parts.sslmode.is_some() {
             self.sslmode = parts.sslmode;
         }
+        if let Some(r) = parts.sslrootcert {
+            self.sslrootcert = Some(PathBuf::from(r));
+        }
     }
 
-    /// These settings with a `postgres://` URL's parts applied over them (`--target-url`).
+    /// These settings with a `postgres://` URL's parts applied over them (`--target-url`). The
+    /// configured password is never sent to another server: a URL naming another host or port
+    /// without a password of its own connects without one.
     pub fn with_url(&self, raw: &str) -> Result<PostgresConfig> {
         let parts = dburl::parse("--target-url", raw)?;
+        let other_server = parts.host.as_ref().is_some_and(|h| h != &self.host)
+            || parts.port.is_some_and(|p| p != self.port);
         let mut c = self.clone();
+        if other_server && parts.password.is_none() {
+            c.password = None;
+        }
         c.apply(parts);
         Ok(c)
     }
@@ -494,6 +512,11 @@ impl ScheduleConfig {
             stop_grace: s.duration(Key::StopGrace)?,
         })
     }
+}
+
+/// `BACKUP_TIMEOUT`.
+pub fn run_timeout(s: &Settings) -> Result<Duration> {
+    s.duration(Key::Timeout)
 }
 
 /// The daemon's HTTP address.

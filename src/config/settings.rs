@@ -55,6 +55,9 @@ settings! {
     PostgresPassword => "postgres.password", ["POSTGRES_PASSWORD"], true, None, "database password (passed to pg_dump via the environment, never argv)";
     PostgresDb => "postgres.db", ["POSTGRES_DB"], false, None, "database to back up (default: the user name)";
     PostgresUrl => "postgres.url", ["DATABASE_URL"], true, None, "postgres://user:pass@host:port/db; wins over the POSTGRES_* parts it contains";
+    PostgresSslmode => "postgres.sslmode", ["POSTGRES_SSLMODE", "PGSSLMODE"], false, None, "disable | allow | prefer (libpq's default) | require | verify-ca | verify-full";
+    PostgresSslrootcert => "postgres.sslrootcert", ["PGSSLROOTCERT"], false, None, "CA certificate (PEM) for verify-ca and verify-full, or `system` (default ~/.postgresql/root.crt)";
+    LockWait => "postgres.lock_wait_timeout", ["BACKUP_LOCK_WAIT_TIMEOUT"], false, Some("10m"), "pg_dump waits at most this long for a table lock (--lock-wait-timeout)";
     PgDump => "postgres.pg_dump", ["PG_DUMP_PATH"], false, None, "pg_dump to use (default: the best match among /usr/lib/postgresql/*/bin and PATH)";
     Globals => "postgres.globals", ["BACKUP_GLOBALS"], false, Some("false"), "also dump roles and tablespaces (pg_dumpall --globals-only --no-role-passwords)";
     BackupDir => "backup.dir", ["BACKUP_DIR"], false, Some("./backups"), "directory holding backups and run records";
@@ -98,7 +101,7 @@ settings! {
     PushgatewayUrl => "metrics.pushgateway_url", ["BACKUP_PUSHGATEWAY_URL"], false, None, "push metrics to this Prometheus Pushgateway after every run";
     HttpAddr => "metrics.http_addr", ["BACKUP_HTTP_ADDR"], false, Some("127.0.0.1:9187"), "the daemon's /metrics and /healthz address (containers: 0.0.0.0:9187)";
     MinDbBytes => "verify.min_db_bytes", ["BACKUP_MIN_DB_BYTES"], false, Some("1024"), "a database artifact must be larger than this (stored bytes)";
-    MinObjectsBytes => "verify.min_objects_bytes", ["BACKUP_MIN_OBJECTS_BYTES"], false, Some("512"), "a bucket artifact must be larger than this (stored bytes)";
+    MinObjectsBytes => "verify.min_objects_bytes", ["BACKUP_MIN_OBJECTS_BYTES"], false, Some("512"), "a volume-mode archive must be larger than this (stored bytes); bucket archives are checked against their object index";
 }
 
 #[cfg(test)]

@@ -120,8 +120,17 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    #[error("another stackback run holds the lock on {path} ({holder})")]
-    Locked { path: PathBuf, holder: String },
+    #[error("another stackback run holds the lock on {path} ({holder}{})", age.map(|a| format!(", for {}", crate::units::human_age_seconds(a.as_secs() as i64))).unwrap_or_default())]
+    Locked {
+        path: PathBuf,
+        holder: String,
+        /// How long the lock has been held (from the lock file's time), when known.
+        age: Option<std::time::Duration>,
+    },
+
+    /// A file of a live directory changed while it was archived (volume mode).
+    #[error("{path} changed while it was archived ({detail})", path = path.display())]
+    SourceChanged { path: PathBuf, detail: String },
 
     #[error("{action} {path}: {source}")]
     Io {
@@ -247,6 +256,10 @@ impl Error {
                     .into(),
             ),
             Error::Io { source, path, .. } => Some(io_hint(source, path)),
+            Error::SourceChanged { .. } => Some(
+                "volume mode copies files as they are: stop MinIO (or back up a snapshot of its volume) during the backup, or back the buckets up through the S3 API (unset MINIO_DATA_DIR)"
+                    .into(),
+            ),
             Error::ToolNotFound { tool, .. } => Some(format!(
                 "install the PostgreSQL client tools (Debian: `apt-get install postgresql-client`) \
                  or point PG_DUMP_PATH at {tool}"
@@ -348,7 +361,8 @@ mod tests {
         assert_eq!(
             Error::Locked {
                 path: "x".into(),
-                holder: "pid 1".into()
+                holder: "pid 1".into(),
+                age: None,
             }
             .exit_code(),
             exit::LOCKED

@@ -248,15 +248,52 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
     Ok(e.0)
 }
 
-/// Replaces this host's group on the Pushgateway (job `stackback`, instance = host name).
-pub async fn push(base: &str, text: &str) -> std::result::Result<String, String> {
+/// How a push treats the group already on the Pushgateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// PUT: the group becomes exactly these metrics.
+    Replace,
+    /// POST: these metrics replace their namesakes; the others stay.
+    Add,
+}
+
+/// The metrics of a run that could not start: every backup type failed, now.
+pub fn start_failure_text(cfg: &Config) -> String {
+    let mut types = vec!["database"];
+    if cfg
+        .objects()
+        .is_ok_and(|o| o.s3_enabled() || o.data_dir.is_some())
+    {
+        types.push("objects");
+    }
+    let mut e = Exposition::default();
+    e.metric(
+        "backup_success",
+        "gauge",
+        "1 if the last run backed this type up and verified it, else 0.",
+        types.iter().map(|ty| (type_label(ty), 0.0)).collect(),
+    );
+    e.metric(
+        "backup_last_run_timestamp_seconds",
+        "gauge",
+        "When the last run finished, whatever its result (Unix time).",
+        vec![(String::new(), ts(chrono::Utc::now()))],
+    );
+    e.0
+}
+
+/// Sends metrics to this host's group on the Pushgateway (job `stackback`, instance = host name).
+pub async fn send(base: &str, text: &str, how: Push) -> std::result::Result<String, String> {
     let url = format!(
         "{}/metrics/job/stackback/instance/{}",
         base.trim_end_matches('/'),
         crate::catalog::host_name()
     );
-    let resp = super::http()
-        .put(&url)
+    let req = match how {
+        Push::Replace => super::http().put(&url),
+        Push::Add => super::http().post(&url),
+    };
+    let resp = req
         .header("content-type", "text/plain; version=0.0.4")
         .body(text.to_string())
         .send()

@@ -267,6 +267,19 @@ pub async fn after_run(
     report
 }
 
+/// For a run that never started: `backup_success 0` and the time, added to what the Pushgateway
+/// holds (POST), so the last success it has stays there for the staleness alert.
+pub async fn push_start_failure(
+    cfg: &Config,
+    notify: &NotifyConfig,
+    redactor: &Redactor,
+) -> Option<ChannelResult> {
+    let url = notify.pushgateway_url.as_ref()?;
+    let text = metrics::start_failure_text(cfg);
+    let r = retry(|| metrics::send(url, &text, metrics::Push::Add)).await;
+    Some(result("pushgateway", r, redactor))
+}
+
 /// Pushes the metrics rendered from the run records, when a Pushgateway is configured.
 pub async fn push_metrics(
     cfg: &Config,
@@ -276,7 +289,7 @@ pub async fn push_metrics(
 ) -> Option<ChannelResult> {
     let url = notify.pushgateway_url.as_ref()?;
     let r = match metrics::render(cfg, daemon) {
-        Ok(text) => retry(|| metrics::push(url, &text)).await,
+        Ok(text) => retry(|| metrics::send(url, &text, metrics::Push::Replace)).await,
         Err(e) => Err(e.to_string()),
     };
     Some(result("pushgateway", r, redactor))

@@ -19,6 +19,7 @@ use crate::config::{Config, ObjectsConfig, PostgresConfig, StoreConfig, Threshol
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::redact::Redactor;
+use crate::retention::MAX_SKEW;
 use crate::sink::local::{ArtifactWriter, BackupDir};
 use crate::source::postgres::{self, select_tool, ToolSearch};
 use crate::units::human_bytes;
@@ -40,6 +41,9 @@ impl RunReport {
 
 /// Extra free space wanted beyond the previous run's size before a warning is raised.
 const FREE_MARGIN: u64 = 64 << 20;
+
+/// Times a volume is archived before a directory that keeps changing fails the step.
+const VOLUME_ATTEMPTS: u32 = 3;
 
 /// Runs one backup of everything configured.
 ///
@@ -74,6 +78,7 @@ pub async fn run_until(
     let catalog = Catalog::new(dir.clone());
     let (run_id, started_at) = unique_run_id(&dir).await?;
     let mut rec = RunRecord::new(run_id.clone(), started_at);
+    rec.sequence = Some(catalog.next_sequence()?);
     catalog.write(&rec)?;
     info!(run = %run_id, dir = %dir.path().display(), "backup run started");
 
@@ -85,12 +90,14 @@ pub async fn run_until(
         rec: &mut rec,
         step: Step::Preflight,
         progress,
+        skew: None,
     };
     let result = tokio::select! {
         r = ctx.steps() => r,
         reason = stop => Err(Error::step("backup run", reason)),
     };
     let step = std::mem::replace(&mut ctx.step, Step::Preflight);
+    let skew = ctx.skew;
     let error = match result {
         Ok(()) => {
             rec.status = RunState::Ok;
@@ -108,8 +115,24 @@ pub async fn run_until(
         warn!(error = %e, "cannot update the run counters");
     }
     if rec.status == RunState::Ok {
-        // Only now, with a fresh backup verified and recorded, may old ones go.
-        rec.prune = Some(prune_after(&dir, retention, &run_id, &redactor));
+        // Only now, with a fresh backup verified and recorded, may old ones go; and only when this
+        // host's clock agrees with the database server's, since retention reads dates.
+        rec.prune = Some(match skew.filter(|s| s.abs() > MAX_SKEW) {
+            Some(s) => {
+                let why = format!(
+                    "skipped: this host's clock is {} {} the database server's, so the dates of this run cannot be trusted to decide what to delete; set the clock right (NTP)",
+                    crate::units::human_age_seconds(s.num_seconds().abs()),
+                    if s > chrono::Duration::zero() { "behind" } else { "ahead of" }
+                );
+                warn!("{why}");
+                PruneSummary {
+                    deleted_runs: Vec::new(),
+                    freed_bytes: 0,
+                    error: Some(why),
+                }
+            }
+            None => prune_after(&dir, retention, &run_id, &redactor),
+        });
         catalog.write(&rec)?;
     }
     info!(run = %run_id, status = %rec.status, "backup run finished");
@@ -210,6 +233,8 @@ struct RunCtx<'a> {
     rec: &'a mut RunRecord,
     step: Step,
     progress: &'a Progress,
+    /// The database server's clock minus this host's, from the probe.
+    skew: Option<chrono::Duration>,
 }
 
 impl RunCtx<'_> {
@@ -282,7 +307,10 @@ impl RunCtx<'_> {
         let tools = search.tools("pg_dump").await?;
         let probe = postgres::probe(pg).await;
         let server = match &probe {
-            Ok(v) => Some(v.clone()),
+            Ok(v) => {
+                self.skew = Some(v.now - Utc::now());
+                Some(v.clone())
+            }
             Err(e) => {
                 // pg_dump will meet the same problem and say it in its own words.
                 warn!(error = %self.redactor.redact(&e.to_string()), "could not ask the server its version");
@@ -452,11 +480,23 @@ impl RunCtx<'_> {
         info!(dir = %data_dir.display(), "archiving data directory (volume mode)");
         let started = Utc::now();
         let t0 = Instant::now();
-        let mut w = self.writer(&name)?;
-        let w = crate::ops::blocking("archiving the data directory", move || {
-            crate::source::dir::tar_directory(&data_dir, &mut w).map(|_| w)
-        })
-        .await?;
+        let mut attempt = 1;
+        let w = loop {
+            let mut w = self.writer(&name)?;
+            let dir = data_dir.clone();
+            let archived = crate::ops::blocking("archiving the data directory", move || {
+                crate::source::dir::tar_directory(&dir, &mut w).map(|_| w)
+            })
+            .await;
+            match archived {
+                // A file changed under us: the archive is dropped, and made again from scratch.
+                Err(Error::SourceChanged { path, detail }) if attempt < VOLUME_ATTEMPTS => {
+                    warn!(file = %path.display(), detail = %detail, attempt, "a file changed while it was archived: archiving again");
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         let digest = w.commit()?;
         let art = self.new_artifact(ArtifactKind::Volume, name, source, started, t0, digest);
         self.verify_and_add(art).await

@@ -117,16 +117,15 @@ async fn wait_until_due(
 /// One scheduled run with its timeout, shutdown grace, alerts and metrics. Never fails.
 async fn one_run(state: &Arc<DaemonState>, mut shutdown: watch::Receiver<bool>) {
     let cfg = &state.cfg;
-    let timeout = state.schedule.timeout;
     let grace = state.schedule.stop_grace;
+    // BACKUP_TIMEOUT is the job's own; a shutdown adds the grace period.
     let stop = async move {
-        tokio::select! {
-            _ = tokio::time::sleep(timeout) => format!("aborted: the run exceeded BACKUP_TIMEOUT ({} s)", timeout.as_secs()),
-            _ = async {
-                let _ = shutdown.wait_for(|s| *s).await;
-                tokio::time::sleep(grace).await;
-            } => format!("aborted: the daemon was stopped and the run did not finish within BACKUP_STOP_GRACE ({} s)", grace.as_secs()),
-        }
+        let _ = shutdown.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+        format!(
+            "aborted: the daemon was stopped and the run did not finish within BACKUP_STOP_GRACE ({} s)",
+            grace.as_secs()
+        )
     };
     let progress = crate::progress::Progress::default();
     let job = match crate::ops::job::run(cfg, stop, &progress, Some(&state.counters)).await {

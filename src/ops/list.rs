@@ -264,6 +264,15 @@ pub fn status(
             warnings.push(format!("the last run ({}) is {}", r.run_id, r.status));
         }
     }
+    let tolerance = crate::retention::CLOCK_TOLERANCE;
+    for r in l.runs.iter().filter(|r| r.started_at > now + tolerance) {
+        warnings.push(format!(
+            "run {} is dated in the future ({}): the clock was ahead when it ran; it is kept, and \
+             `latest` and retention go by the order runs happened in, not by this date",
+            r.run_id,
+            r.started_at.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
     Ok(Status {
         schema: 1,
         last_run: l.runs.first().cloned(),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::catalog::{ArtifactKind, Catalog, Entry, RunId, RunRecord, RunState};
 use crate::config::RetentionConfig;
 use crate::error::{Error, Result};
-use crate::retention::{plan, Decision, RunInfo};
+use crate::retention::{plan, Decision, RunInfo, CLOCK_TOLERANCE, MAX_SKEW};
 use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
 
 #[derive(Debug, Clone, Default)]
@@ -48,6 +48,40 @@ impl PruneReport {
     }
 }
 
+/// `stackback prune`: refused while this host's clock and the database server's disagree (when
+/// the server answers), since retention decides on dates.
+pub async fn run(cfg: &crate::config::Config, opts: &PruneOptions) -> Result<PruneReport> {
+    let retention = cfg.retention()?.clone();
+    let dir = BackupDir::open(&cfg.backup_dir())?;
+    if let Some(skew) = server_skew(cfg).await.filter(|s| s.abs() > MAX_SKEW) {
+        if !opts.dry_run {
+            return Err(Error::step(
+                "pruning",
+                format!(
+                    "refused: this host's clock is {} s away from the database server's, and retention decides on dates; set the clock right (NTP) first",
+                    skew.num_seconds()
+                ),
+            ));
+        }
+    }
+    let opts = opts.clone();
+    crate::ops::blocking("pruning", move || {
+        prune(&dir, &retention, Utc::now(), &opts)
+    })
+    .await
+}
+
+/// The database server's clock minus this host's, when the server answers within 5 s.
+async fn server_skew(cfg: &crate::config::Config) -> Option<chrono::Duration> {
+    let pg = cfg.postgres().ok()?;
+    let probe = crate::source::postgres::probe(pg);
+    let info = tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+        .await
+        .ok()?
+        .ok()?;
+    Some(info.now - Utc::now())
+}
+
 /// Prunes under the directory lock; `prune` itself takes it.
 pub fn prune(
     dir: &BackupDir,
@@ -74,10 +108,11 @@ pub fn prune_locked(
     finish_retired(dir, opts, &mut report)?;
 
     let catalog = Catalog::new(dir.clone());
-    let records = usable_records(&catalog, &mut report)?;
+    let (records, protected) = usable_records(&catalog, &mut report)?;
     let runs: Vec<RunInfo> = records
         .values()
         .map(|r| RunInfo {
+            sequence: r.sequence.unwrap_or(0),
             id: r.run_id.clone(),
             // Prune holds the lock: a record still `running` belongs to a run that died.
             state: match r.status {
@@ -116,47 +151,58 @@ pub fn prune_locked(
         retire(dir, r, &files, opts, &mut report)?;
     }
     sweep_temp_files(dir, &names, policy.grace, opts, &mut report)?;
+    // As the retention window: the newest good run by sequence that is not dated in the future.
     let newest_good = records
         .values()
-        .filter(|r| r.status == RunState::Ok)
-        .map(|r| r.run_id.time())
-        .max();
-    sweep_unmanaged(
-        dir,
-        &names,
-        &named,
+        .filter(|r| r.status == RunState::Ok && r.run_id.time() <= now + CLOCK_TOLERANCE)
+        .max_by(|a, b| a.order().cmp(&b.order()))
+        .map(|r| r.run_id.time());
+    let unmanaged = Unmanaged {
+        named: &named,
+        protected: &protected,
         newest_good,
-        policy.days,
-        opts,
-        &mut report,
-    )?;
+        days: policy.days,
+    };
+    sweep_unmanaged(dir, &names, &unmanaged, opts, &mut report)?;
     if !opts.dry_run {
         dir.sync()?;
     }
     Ok(report)
 }
 
-/// The records prune may act on: readable and unmodified. The others are kept with a note.
+/// The records prune may act on: readable and unmodified; and the ids of the others, which are
+/// kept with a note, their files too (what they name cannot be known).
 fn usable_records(
     catalog: &Catalog,
     report: &mut PruneReport,
-) -> Result<HashMap<RunId, RunRecord>> {
+) -> Result<(HashMap<RunId, RunRecord>, HashSet<RunId>)> {
     let mut records = HashMap::new();
+    let mut protected = HashSet::new();
     for e in catalog.entries()? {
         match e {
-            Entry::Unreadable { file, error, .. } => report
-                .notes
-                .push(format!("{file} kept: the record is unreadable ({error})")),
-            Entry::Record(r) if !r.checksum_ok() => report.notes.push(format!(
-                "run {} kept: its record was modified, so what it names is uncertain",
-                r.run_id
-            )),
+            Entry::Unreadable {
+                file,
+                error,
+                run_id,
+            } => {
+                report
+                    .notes
+                    .push(format!("{file} kept: the record is unreadable ({error})"));
+                protected.insert(run_id);
+            }
+            Entry::Record(r) if !r.checksum_ok() => {
+                report.notes.push(format!(
+                    "run {} kept: its record was modified, so what it names is uncertain",
+                    r.run_id
+                ));
+                protected.insert(r.run_id.clone());
+            }
             Entry::Record(r) => {
                 records.insert(r.run_id.clone(), *r);
             }
         }
     }
-    Ok(records)
+    Ok((records, protected))
 }
 
 /// Temp files of crashed runs, once older than the grace period.
@@ -179,24 +225,39 @@ fn sweep_temp_files(
     Ok(())
 }
 
+/// What tells an unmanaged file from the files of runs.
+struct Unmanaged<'a> {
+    /// Files that readable records name.
+    named: &'a HashSet<String>,
+    /// Runs whose records cannot be trusted: their files stay.
+    protected: &'a HashSet<RunId>,
+    newest_good: Option<DateTime<Utc>>,
+    days: u32,
+}
+
 /// Files that look like backups but that no record names: kept unless `include_unmanaged`, and
 /// then only deleted once outside the days window.
 fn sweep_unmanaged(
     dir: &BackupDir,
     names: &[String],
-    named: &HashSet<String>,
-    newest_good: Option<DateTime<Utc>>,
-    days: u32,
+    u: &Unmanaged<'_>,
     opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<()> {
+    let (newest_good, days) = (u.newest_good, u.days);
     for n in names {
-        if named.contains(n) || n.starts_with('.') || ArtifactKind::of_file_name(n).is_none() {
+        if u.named.contains(n) || n.starts_with('.') || ArtifactKind::of_file_name(n).is_none() {
             continue;
         }
         let Some(id) = RunId::from_artifact_name(n) else {
             continue;
         };
+        if u.protected.contains(&id) {
+            report.notes.push(format!(
+                "{n} kept: the record of run {id} cannot be read, so its files are left alone"
+            ));
+            continue;
+        }
         let old =
             newest_good.is_some_and(|g| g - id.time() > chrono::Duration::days(i64::from(days)));
         if !opts.include_unmanaged {

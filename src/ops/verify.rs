@@ -24,9 +24,10 @@ use crate::units::human_bytes;
 fn min_for(th: &Thresholds, kind: ArtifactKind) -> u64 {
     match kind {
         ArtifactKind::Database => th.min_db_bytes,
-        ArtifactKind::Objects | ArtifactKind::Volume => th.min_objects_bytes,
-        // Roles alone are small; the completion line is the real check.
-        ArtifactKind::Globals => 0,
+        ArtifactKind::Volume => th.min_objects_bytes,
+        // Roles alone are small; the completion line is the real check. A bucket archive is
+        // checked object by object against its index: an empty bucket is a valid backup.
+        ArtifactKind::Globals | ArtifactKind::Objects => 0,
     }
 }
 
@@ -119,11 +120,7 @@ pub fn check_artifact(
     .map_err(|e| Problem::undecodable(format!("cannot start decompressing: {e}")))?;
     let index_path = a.index_file.as_ref().map(|f| dir.join(f));
     if let Some(p) = &index_path {
-        if !p.exists() {
-            return Err(Problem::Missing {
-                what: format!("the object index {}", p.display()),
-            });
-        }
+        check_sidecar(p, a.index_sha256.as_deref())?;
     }
     let exp = ArchiveExpectations {
         index_file: index_path.as_deref(),
@@ -151,6 +148,28 @@ pub fn check_artifact(
         "sha256 ok, {} decompressed, {content}",
         human_bytes(digest.plain_bytes)
     ))
+}
+
+/// The object index beside a bucket archive must be there and be the one the run recorded: a
+/// restore reads it (content types, metadata) before it reads the archive.
+pub fn check_sidecar(path: &Path, recorded: Option<&str>) -> std::result::Result<(), Problem> {
+    let (_, sha) = crate::pipeline::hash_file(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Problem::Missing {
+            what: format!("the object index {}", path.display()),
+        },
+        _ => Problem::Unreadable {
+            what: format!("the object index {}", path.display()),
+            detail: e.to_string(),
+        },
+    })?;
+    match recorded {
+        Some(want) if want != sha => Err(Problem::ChecksumMismatch {
+            what: Checksum::Index,
+            actual: sha,
+            recorded: want.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Reads the whole plain stream and checks what it must contain for its kind.

@@ -17,9 +17,14 @@ use crate::error::{Error, Problem, Result, S3ErrorKind};
 /// Objects above this size are uploaded with a multipart upload.
 pub const PART_SIZE: usize = 8 << 20;
 
-/// The part size of a multipart upload of `object_size` bytes.
-pub fn part_size(_object_size: u64) -> usize {
-    PART_SIZE
+/// S3 allows 10,000 parts; a margin keeps a size that grew meanwhile inside the limit.
+const MAX_PARTS: u64 = 9_000;
+
+/// The part size of a multipart upload of `object_size` bytes: 8 MiB, or more (whole MiB) for an
+/// object that 9,000 parts of 8 MiB would not hold (S3 allows 10,000 parts, 5 TiB objects).
+pub fn part_size(object_size: u64) -> usize {
+    let needed = object_size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+    needed.max(PART_SIZE as u64) as usize
 }
 
 /// True when `key` exists in `bucket`.
@@ -119,13 +124,24 @@ async fn upload_parts(
     let mut parts = Vec::new();
     let mut buf = BytesMut::with_capacity(part);
     let mut done = false;
+    let mut received = 0u64;
     while !done {
         match chunks.recv().await {
-            Some(Ok(c)) => buf.extend_from_slice(&c),
+            Some(Ok(c)) => {
+                received += c.len() as u64;
+                buf.extend_from_slice(&c);
+            }
             Some(Err(e)) => {
                 return Err(Error::step(
                     format!("reading object {:?} from the archive", m.key),
                     e,
+                ))
+            }
+            // The reader ended: only a whole object may be completed under its key.
+            None if received != m.size => {
+                return Err(Error::step(
+                    format!("reading object {:?} from the archive", m.key),
+                    format!("the archive gave {received} of its {} bytes", m.size),
                 ))
             }
             None => done = true,
@@ -195,4 +211,20 @@ pub async fn read_back(client: &Client, bucket: &str, m: &IndexEntry) -> Result<
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_stay_within_s3s_limits() {
+        assert_eq!(part_size(0), PART_SIZE);
+        assert_eq!(part_size(70 << 30), PART_SIZE);
+        for size in [80u64 << 30, 1 << 40, 5 << 40] {
+            let p = part_size(size) as u64;
+            assert!(size.div_ceil(p) <= 10_000, "{size}");
+            assert_eq!(p % (1 << 20), 0);
+        }
+    }
 }

@@ -98,7 +98,12 @@ impl BackupDir {
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| "unknown process".into());
-                Err(Error::Locked { path, holder })
+                // The holder wrote its pid when it took the lock: the file's time is then.
+                let age = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
+                Err(Error::Locked { path, holder, age })
             }
             Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
         }

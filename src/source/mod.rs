@@ -4,4 +4,5 @@
 pub mod bucket;
 pub mod child;
 pub mod dir;
+pub mod pgtls;
 pub mod postgres;

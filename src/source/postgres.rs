@@ -199,18 +199,33 @@ pub fn pg_env(cfg: &PostgresConfig, db: &str) -> Vec<(&'static str, String)> {
     if let Some(p) = &cfg.password {
         env.push(("PGPASSWORD", p.expose().to_string()));
     }
-    if let Some(m) = &cfg.sslmode {
-        env.push(("PGSSLMODE", m.clone()));
+    if let Some(m) = cfg.sslmode {
+        env.push(("PGSSLMODE", m.as_str().to_string()));
+    }
+    if let Some(r) = &cfg.sslrootcert {
+        env.push(("PGSSLROOTCERT", r.display().to_string()));
     }
     env
 }
 
-/// What a probe of the server learnt: `(major, "15.18", database size in bytes)`.
+/// Puts the connection into a child's environment, and nothing else: a `PGPASSWORD` of the
+/// caller's environment is not inherited when these settings have no password.
+fn set_pg_env(cmd: &mut Command, cfg: &PostgresConfig, db: &str) {
+    cmd.env_remove("PGPASSWORD").env_remove("PGSSLMODE");
+    for (k, v) in pg_env(cfg, db) {
+        cmd.env(k, v);
+    }
+}
+
+/// What a probe of the server learnt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerInfo {
     pub major: u32,
+    /// As the server prints it: `15.18`.
     pub version: String,
     pub db_bytes: u64,
+    /// The server's clock: a second opinion on this host's.
+    pub now: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why a connection failed, from the error's SQLSTATE or its I/O cause.
@@ -244,38 +259,81 @@ pub fn classify(e: &tokio_postgres::Error) -> Option<PgCause> {
 /// # Errors
 /// [`Error::Postgres`] with the server's message and its [`PgCause`].
 pub async fn connect(cfg: &PostgresConfig, db: &str) -> Result<tokio_postgres::Client> {
-    let mut pc = tokio_postgres::Config::new();
-    pc.host(&cfg.host)
-        .port(cfg.port)
-        .user(&cfg.user)
-        .dbname(db)
-        .application_name("stackback")
-        .connect_timeout(Duration::from_secs(15));
-    if let Some(p) = &cfg.password {
-        pc.password(p.expose());
-    }
     let what = || format!("connecting to database {db} on {}:{}", cfg.host, cfg.port);
-    let connected =
-        tokio::time::timeout(Duration::from_secs(20), pc.connect(tokio_postgres::NoTls))
-            .await
-            .map_err(|_| Error::Postgres {
+    let mode = cfg.sslmode.unwrap_or_default();
+    let attempts =
+        super::pgtls::attempts(mode, cfg.sslrootcert.as_deref()).map_err(|e| Error::Postgres {
+            what: what(),
+            cause: None,
+            detail: e,
+        })?;
+    let mut last = None;
+    for attempt in attempts {
+        let mut pc = tokio_postgres::Config::new();
+        pc.host(&cfg.host)
+            .port(cfg.port)
+            .user(&cfg.user)
+            .dbname(db)
+            .application_name("stackback")
+            .connect_timeout(Duration::from_secs(15))
+            .ssl_mode(attempt.mode);
+        if let Some(p) = &cfg.password {
+            pc.password(p.expose());
+        }
+        let connected = match attempt.tls {
+            Some(tls) => timed(pc.connect(tls)).await.map(|r| r.map(spawn_conn)),
+            None => timed(pc.connect(tokio_postgres::NoTls))
+                .await
+                .map(|r| r.map(spawn_conn)),
+        };
+        last = Some(match connected {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(e)) => Error::Postgres {
+                what: what(),
+                // No password, and the server did not answer with its own error: it asked for one.
+                cause: classify(&e).or(cfg.password.is_none().then_some(PgCause::Auth)),
+                detail: sql_detail(&e),
+            },
+            Err(()) => Error::Postgres {
                 what: what(),
                 cause: Some(PgCause::Unreachable),
                 detail: "timed out after 20 s".into(),
-            })?;
-    let (client, conn) = connected.map_err(|e| Error::Postgres {
-        what: what(),
-        cause: classify(&e),
-        detail: sql_detail(&e),
-    })?;
-    tokio::spawn(conn);
-    Ok(client)
+            },
+        });
+    }
+    Err(last.expect("every sslmode makes at least one attempt"))
 }
 
-/// The server's message for a database error, the error itself otherwise.
+/// Drives a connection on its own task; the client is what the caller keeps.
+fn spawn_conn<S, T>(
+    (client, conn): (tokio_postgres::Client, tokio_postgres::Connection<S, T>),
+) -> tokio_postgres::Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(conn);
+    client
+}
+
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> std::result::Result<T, ()> {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .map_err(|_| ())
+}
+
+/// The server's message for a database error, the error and its causes otherwise.
 pub fn sql_detail(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map_or_else(|| e.to_string(), |d| d.message().to_string())
+    if let Some(d) = e.as_db_error() {
+        return d.message().to_string();
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    s
 }
 
 /// Maps a failed query to [`Error::Postgres`].
@@ -296,7 +354,7 @@ pub async fn probe(cfg: &PostgresConfig) -> Result<ServerInfo> {
     let client = connect(cfg, &cfg.db).await?;
     let row = client
         .query_one(
-            "select current_setting('server_version_num')::int, current_setting('server_version'), pg_database_size(current_database())",
+            "select current_setting('server_version_num')::int, current_setting('server_version'), pg_database_size(current_database()), now()",
             &[],
         )
         .await
@@ -307,6 +365,7 @@ pub async fn probe(cfg: &PostgresConfig) -> Result<ServerInfo> {
         major: (num / 10000) as u32,
         version: row.get(1),
         db_bytes: size.max(0) as u64,
+        now: row.get(3),
     })
 }
 
@@ -336,6 +395,8 @@ pub async fn diagnose(cfg: &PostgresConfig) -> Option<PgCause> {
 /// `psql` reading a dump from stdin into `cfg.db`: stops at the first error, one transaction.
 pub fn psql_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
     let mut cmd = Command::new(&tool.path);
+    // `-f -`: psql wraps only files (and -c) in --single-transaction; plain stdin it would run
+    // statement by statement, committing whatever came before an error.
     cmd.args([
         "-X",
         "-q",
@@ -343,10 +404,10 @@ pub fn psql_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
         "ON_ERROR_STOP=1",
         "--single-transaction",
         "--no-password",
+        "-f",
+        "-",
     ]);
-    for (k, v) in pg_env(cfg, &cfg.db) {
-        cmd.env(k, v);
-    }
+    set_pg_env(&mut cmd, cfg, &cfg.db);
     cmd
 }
 
@@ -355,15 +416,24 @@ pub fn dump_command(tool: &Path, cfg: &PostgresConfig, db: &str, args: &[&str]) 
     let mut cmd = Command::new(tool);
     // --no-password: never wait for a prompt that no one will answer.
     cmd.arg("--no-password").args(args);
-    for (k, v) in pg_env(cfg, db) {
-        cmd.env(k, v);
-    }
+    set_pg_env(&mut cmd, cfg, db);
     cmd
 }
 
 /// `pg_dump --format=plain` of the configured database.
+/// `pg_dump --format=plain` of the configured database. A table lock that another session holds
+/// stops it after `lock_wait_timeout` instead of hanging it.
 pub fn database_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
-    dump_command(&tool.path, cfg, &cfg.db, &["--format=plain"])
+    let lock_wait = format!(
+        "--lock-wait-timeout={}",
+        cfg.lock_wait_timeout.as_millis().max(1)
+    );
+    dump_command(
+        &tool.path,
+        cfg,
+        &cfg.db,
+        &["--format=plain", lock_wait.as_str()],
+    )
 }
 
 /// `pg_dumpall --globals-only --no-role-passwords`, connecting to the configured database.
@@ -489,6 +559,8 @@ mod tests {
             password: Some(crate::redact::Secret::new("pw")),
             db: "d".into(),
             sslmode: None,
+            sslrootcert: None,
+            lock_wait_timeout: Duration::from_secs(600),
             pg_dump: None,
             globals: false,
         };

@@ -9,7 +9,12 @@ use crate::support::*;
 fn old_run(env: &[(String, String)], days_ago: u32) -> String {
     let r = stackback(&["run"], &faked_clock(env, &format!("-{days_ago}d")));
     assert_eq!(r.code, 0, "{}", r.all());
-    r.stdout.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string()
+    r.stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string()
 }
 
 #[test]
@@ -39,7 +44,11 @@ fn a_record_naming_a_path_never_makes_prune_delete_outside_the_directory() {
     }
     // A retired record (an interrupted prune's) naming a path outside.
     let retired = dir.join(".stackback-retired.run_20200101_000000.json");
-    let rec = std::fs::read_to_string(dir.join(&files(&dir).into_iter().find(|f| f.starts_with("run_")).unwrap())).unwrap();
+    let first = files(&dir)
+        .into_iter()
+        .find(|f| f.starts_with("run_"))
+        .unwrap();
+    let rec = std::fs::read_to_string(dir.join(first)).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&rec).unwrap();
     v["run_id"] = "20200101_000000".into();
     v["artifacts"][0]["file"] = victims[0].display().to_string().into();
@@ -74,7 +83,11 @@ fn include_unmanaged_never_deletes_the_files_of_an_unreadable_record() {
     assert_eq!(r.code, 0, "{}", r.all());
     let r = stackback(&["prune", "--include-unmanaged", "--json"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stdout.contains(&format!("run_{id}.json kept")), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("run_{id}.json kept")),
+        "{}",
+        r.stdout
+    );
     let arts = artifacts(tmp.path());
     assert!(
         arts.iter().any(|a| a.contains(&id)),
@@ -99,7 +112,11 @@ fn creations(args: &[&str], env: &[(String, String)], log: &Path) -> Vec<String>
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(log)
         .unwrap()
         .lines()
@@ -113,8 +130,14 @@ fn install_never_shows_secrets_and_writes_the_env_file_private_from_the_start() 
     let tmp = tempfile::tempdir().unwrap();
     let env = vec![
         ("POSTGRES_PASSWORD".to_string(), "pw-dry-run-9".to_string()),
-        ("BACKUP_ALERT_WEBHOOK_URL".to_string(), "https://hooks.example.com/T/B/tok-dry-9".to_string()),
-        ("BACKUP_DIR".to_string(), tmp.path().join("b").display().to_string()),
+        (
+            "BACKUP_ALERT_WEBHOOK_URL".to_string(),
+            "https://hooks.example.com/T/B/tok-dry-9".to_string(),
+        ),
+        (
+            "BACKUP_DIR".to_string(),
+            tmp.path().join("b").display().to_string(),
+        ),
     ];
     for kind in ["systemd", "cron"] {
         let r = stackback(&["install", kind, "--dry-run"], &env);
@@ -141,6 +164,9 @@ fn install_never_shows_secrets_and_writes_the_env_file_private_from_the_start() 
         assert!(l.contains(", 0600)"), "created with another mode: {l}");
     }
     let written = std::fs::read_to_string(root.join("etc/stackback/stackback.env")).unwrap();
-    assert!(written.contains("pw-dry-run-9"), "the real file keeps the secret: {written}");
+    assert!(
+        written.contains("pw-dry-run-9"),
+        "the real file keeps the secret: {written}"
+    );
     assert_eq!(mode(&root.join("etc/stackback/stackback.env")), 0o600);
 }

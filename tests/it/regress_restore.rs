@@ -83,7 +83,9 @@ fn restore_clean_that_fails_leaves_the_target_as_it_was() {
     let left = c
         .psql(
             "postgres",
-            &format!("select count(*) from pg_database where datname like '{db}%' and datname <> '{db}'"),
+            &format!(
+                "select count(*) from pg_database where datname like '{db}%' and datname <> '{db}'"
+            ),
         )
         .unwrap();
     assert_eq!(left, "0", "scratch databases left behind");
@@ -96,7 +98,14 @@ fn a_dump_that_fails_half_way_commits_nothing() {
     let env = backup_that_fails_to_load(c, tmp.path());
     let target = Cluster::unique("half");
     let r = stackback(
-        &["restore", "db", "latest", "--target-db", &target, "--create"],
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target-db",
+            &target,
+            "--create",
+        ],
         &env,
     );
     assert_eq!(r.code, 1, "{}", r.all());
@@ -107,7 +116,10 @@ fn a_dump_that_fails_half_way_commits_nothing() {
             "select count(*) from pg_tables where schemaname = 'public'",
         )
         .unwrap_or_else(|_| "0".into());
-    assert_eq!(tables, "0", "tables created before the error were committed");
+    assert_eq!(
+        tables, "0",
+        "tables created before the error were committed"
+    );
 }
 
 #[test]
@@ -121,7 +133,12 @@ fn a_target_url_without_a_password_is_not_sent_the_source_password() {
         &["restore", "db", "latest", "--target-url", &url, "--create"],
         &env,
     );
-    assert_eq!(r.code, 1, "the source's password opened another server: {}", r.all());
+    assert_eq!(
+        r.code,
+        1,
+        "the source's password opened another server: {}",
+        r.all()
+    );
     assert!(r.stderr.to_lowercase().contains("password"), "{}", r.all());
     // Given for that server, it is used.
     let url = format!(
@@ -176,19 +193,40 @@ fn sslmode_is_honoured_by_stackbacks_own_connections() {
     let r = stackback(&["run"], &env(url("require", "")));
     assert_eq!(r.code, 0, "{}", r.all());
     let r = stackback(
-        &["restore", "db", "latest", "--target-db", "copy_req", "--create"],
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target-db",
+            "copy_req",
+            "--create",
+        ],
         &env(url("require", "")),
     );
     assert_eq!(r.code, 0, "{}", r.all());
     // verify-full: the unknown CA is refused, the right one accepted.
     let r = stackback(
-        &["restore", "db", "latest", "--target-db", "copy_bad", "--create"],
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target-db",
+            "copy_bad",
+            "--create",
+        ],
         &env(url("verify-full", "")),
     );
     assert_eq!(r.code, 1, "an unknown CA was accepted: {}", r.all());
     let root = format!("&sslrootcert={}", ca.ca.display());
     let r = stackback(
-        &["restore", "db", "latest", "--target-db", "copy_full", "--create"],
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target-db",
+            "copy_full",
+            "--create",
+        ],
         &env(url("verify-full", &root)),
     );
     assert_eq!(r.code, 0, "{}", r.all());
@@ -211,13 +249,20 @@ fn restore_volume_strips_setuid_and_setgid() {
         &[
             ("MINIO_DATA_DIR", data.to_str().unwrap()),
             ("BACKUP_MIN_DB_BYTES", "0"),
+            ("BACKUP_MIN_OBJECTS_BYTES", "0"),
         ],
     );
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
     let into = tmp.path().join("restored");
     let r = stackback(
-        &["restore", "volume", "latest", "--into", into.to_str().unwrap()],
+        &[
+            "restore",
+            "volume",
+            "latest",
+            "--into",
+            into.to_str().unwrap(),
+        ],
         &env,
     );
     assert_eq!(r.code, 0, "{}", r.all());
@@ -317,7 +362,10 @@ fn a_truncated_large_object_is_never_completed_under_its_key() {
         });
         stackback::s3::upload::put_large(&client, &b, &meta, rx, false).await
     });
-    assert!(result.is_err(), "a 12 MiB upload of a 20 MiB object succeeded");
+    assert!(
+        result.is_err(),
+        "a 12 MiB upload of a 20 MiB object succeeded"
+    );
     let listed = s3.dump(&b);
     assert!(listed.is_empty(), "{listed:?}");
 }
@@ -327,7 +375,10 @@ fn part_sizes_scale_with_the_object() {
     use stackback::s3::upload::part_size;
     for size in [0u64, 5 << 20, 100 << 30, 1 << 40, 5 << 40] {
         let part = part_size(size) as u64;
-        assert!(part >= 5 << 20, "{size}: parts of {part} bytes are below S3's minimum");
+        assert!(
+            part >= 5 << 20,
+            "{size}: parts of {part} bytes are below S3's minimum"
+        );
         assert!(
             size.div_ceil(part) <= 10_000,
             "{size}: {} parts, S3 allows 10,000",

@@ -54,7 +54,11 @@ fn a_run_with_the_clock_years_ahead_never_deletes_the_true_history() {
     let newest = true_runs.last().unwrap();
     let s = stackback(&["status", "--json"], &env);
     let status: serde_json::Value = serde_json::from_str(&s.stdout).unwrap();
-    assert_eq!(status["last_success"]["run_id"], newest.as_str(), "{status}");
+    assert_eq!(
+        status["last_success"]["run_id"],
+        newest.as_str(),
+        "{status}"
+    );
     let warnings = status["warnings"].to_string();
     assert!(
         warnings.contains(&future) && warnings.contains("future"),
@@ -68,7 +72,10 @@ fn a_run_with_the_clock_years_ahead_never_deletes_the_true_history() {
     assert!(matches!(r.code, 0 | 1), "{}", r.all());
     let arts = artifacts(tmp.path());
     for id in &true_runs {
-        assert!(arts.iter().any(|a| a.contains(id.as_str())), "{id}: {arts:?}");
+        assert!(
+            arts.iter().any(|a| a.contains(id.as_str())),
+            "{id}: {arts:?}"
+        );
     }
 }
 
@@ -106,9 +113,10 @@ fn run_honours_backup_timeout_and_bounds_pg_dumps_lock_wait() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut seen = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     let status = loop {
-        if seen.is_empty() {
+        // The dump itself, not the `pg_dump --version` probe before it.
+        if !seen.iter().any(|c| c.contains("--format")) {
             seen = pg_dump_children(child.id());
         }
         if let Some(s) = child.try_wait().unwrap() {
@@ -129,10 +137,22 @@ fn run_honours_backup_timeout_and_bounds_pg_dumps_lock_wait() {
     let rec = only_record(tmp.path());
     assert_eq!(rec["status"], "failed", "{rec}");
     assert!(
-        rec["error"].as_str().unwrap_or("").contains("BACKUP_TIMEOUT"),
+        rec["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("BACKUP_TIMEOUT"),
         "{rec}"
     );
     assert!(artifacts(tmp.path()).is_empty());
+    // A shorter BACKUP_LOCK_WAIT_TIMEOUT makes pg_dump give up first, saying why.
+    let lock = TableLock::hold(c, &db, "orders");
+    let quick = with(env.clone(), &[("BACKUP_LOCK_WAIT_TIMEOUT", "2s")]);
+    let t0 = Instant::now();
+    let r = stackback(&["run"], &quick);
+    drop(lock);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert!(r.stderr.to_lowercase().contains("lock"), "{}", r.all());
     // The lock is free again: the next run works.
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
@@ -201,7 +221,10 @@ fn a_run_that_cannot_start_is_heard() {
     std::fs::write(tmp.path().join("file"), "x").unwrap();
     let broken = with(
         good.clone(),
-        &[("BACKUP_DIR", tmp.path().join("file/backups").to_str().unwrap())],
+        &[(
+            "BACKUP_DIR",
+            tmp.path().join("file/backups").to_str().unwrap(),
+        )],
     );
     let r = stackback(&["run"], &broken);
     assert_eq!(r.code, 1, "{}", r.all());
@@ -236,7 +259,7 @@ fn a_run_that_cannot_start_is_heard() {
 }
 
 /// Holds the backup directory's lock from this process, as a stuck run would.
-struct HeldLock(std::fs::File);
+struct HeldLock(#[allow(dead_code)] std::fs::File);
 
 impl HeldLock {
     fn take(dir: &std::path::Path) -> HeldLock {
@@ -259,10 +282,7 @@ fn a_lock_held_longer_than_the_timeout_is_heard() {
     let db = c.seeded_db("stuck");
     let tmp = tempfile::tempdir().unwrap();
     let ch = Channels::start();
-    let env = with(
-        ch.env(c.env(&db, tmp.path())),
-        &[("BACKUP_TIMEOUT", "1h")],
-    );
+    let env = with(ch.env(c.env(&db, tmp.path())), &[("BACKUP_TIMEOUT", "1h")]);
     let _held = HeldLock::take(tmp.path());
     // A young lock: another run is going; it reports for itself.
     let r = stackback(&["run"], &env);
@@ -318,7 +338,12 @@ fn a_file_that_changes_while_archived_never_yields_a_short_archive() {
     let r = stackback(&["run"], &env);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
-    assert_eq!(r.code, 1, "a changing file was archived as if whole: {}", r.all());
+    assert_eq!(
+        r.code,
+        1,
+        "a changing file was archived as if whole: {}",
+        r.all()
+    );
     assert!(r.stderr.contains("changed while"), "{}", r.all());
     let rec = only_record(&tmp.path().join("backups"));
     assert_eq!(rec["status"], "partial", "the database backup stays: {rec}");
@@ -363,7 +388,11 @@ fn a_database_url_password_with_hash_or_ampersand_is_kept_whole() {
     ];
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(!r.all().contains(pw), "the password was printed: {}", r.all());
+    assert!(
+        !r.all().contains(pw),
+        "the password was printed: {}",
+        r.all()
+    );
     let cfg = stackback(&["config"], &env);
     assert!(!cfg.stdout.contains("w0rd"), "{}", cfg.stdout);
 }
@@ -385,7 +414,11 @@ fn pushgateway_credentials_are_never_printed() {
     assert!(!cfg.all().contains("pgw-s3cret-9"), "{}", cfg.all());
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
-    assert!(r.stderr.contains("pushgateway"), "the failed push is reported: {}", r.all());
+    assert!(
+        r.stderr.contains("pushgateway"),
+        "the failed push is reported: {}",
+        r.all()
+    );
     assert!(!r.all().contains("pgw-s3cret-9"), "{}", r.all());
     assert!(!r.all().contains(PASSWORD), "{}", r.all());
 }

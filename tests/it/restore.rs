@@ -126,7 +126,14 @@ fn restore_db_without_owners_and_through_a_target_url() {
     assert_eq!(r.code, 0, "{}", r.all());
 
     let fresh = Cluster::private(false);
-    let url = |target: &str| format!("postgresql://postgres@127.0.0.1:{}/{target}", fresh.port);
+    // Another server: its password goes in the URL (the configured one is never sent there).
+    let url = |target: &str| {
+        format!(
+            "postgresql://postgres:{}@127.0.0.1:{}/{target}",
+            crate::support::pg::PASSWORD,
+            fresh.port
+        )
+    };
     let r = stackback(
         &[
             "restore",

@@ -39,7 +39,7 @@ pub fn run(cfg: &Config, cmd: &InstallCommand) -> Result<i32, Error> {
     };
     let env = std::env::vars().collect();
     let schedule = cfg.schedule()?.schedule.expr().to_string();
-    let plan = plan(&kind, &paths, &schedule, &env).map_err(|e| Key::Schedule.error(e))?;
+    let plan = plan(&kind, &paths, &schedule, &env, dry_run).map_err(|e| Key::Schedule.error(e))?;
     if dry_run {
         for f in &plan.files {
             println!("# {} (mode {:o})\n{}", f.path.display(), f.mode, f.content);

@@ -4,20 +4,22 @@ use std::io::Write;
 
 use stackback::config::Config;
 use stackback::error::{exit, Error};
-use stackback::sink::local::BackupDir;
 use stackback::units::human_bytes;
 
 use crate::cli::render::print_json;
 
-pub fn run(cfg: &Config, dry_run: bool, include_unmanaged: bool, json: bool) -> Result<i32, Error> {
-    let retention = cfg.retention()?;
-    let dir = BackupDir::open(&cfg.backup_dir())?;
+pub async fn run(
+    cfg: &Config,
+    dry_run: bool,
+    include_unmanaged: bool,
+    json: bool,
+) -> Result<i32, Error> {
     let opts = stackback::ops::prune::PruneOptions {
         dry_run,
         include_unmanaged,
         current: None,
     };
-    let r = stackback::ops::prune::prune(&dir, retention, chrono::Utc::now(), &opts)?;
+    let r = stackback::ops::prune::run(cfg, &opts).await?;
     if json {
         print_json(&r);
         return Ok(exit::OK);

@@ -45,6 +45,24 @@ pub struct DbRestoreReport {
     pub seconds: f64,
 }
 
+/// Where a load goes: straight into the target (empty, or new), or into a new database beside a
+/// target that holds data, which replaces the target only once the load succeeded.
+enum Landing {
+    Direct,
+    Aside { new: String, old: String },
+}
+
+/// Names beside `db` for the new copy and the old one, within PostgreSQL's 63-byte names.
+fn aside_names(db: &str) -> (String, String) {
+    let suffix = format!("_stackback_{}", std::process::id());
+    let mut keep = 63 - suffix.len() - 4;
+    while !db.is_char_boundary(keep.min(db.len())) {
+        keep -= 1;
+    }
+    let stem = &db[..keep.min(db.len())];
+    (format!("{stem}{suffix}_new"), format!("{stem}{suffix}_old"))
+}
+
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -88,8 +106,24 @@ pub async fn restore_db(
         .clone()
         .or_else(|| opts.target_url.as_ref().map(|_| pg.db.clone()))
         .unwrap_or_else(|| a.source.clone());
-    let server_num = prepare_target(&pg, opts).await?;
-    let plain_bytes = load(cfg, &pg, &a, &archive, server_num, opts.no_owner).await?;
+    let (server_num, landing) = prepare_target(&pg, opts).await?;
+    let plain_bytes = match &landing {
+        Landing::Direct => load(cfg, &pg, &a, &archive, server_num, opts.no_owner).await?,
+        Landing::Aside { new, old } => {
+            let aside = PostgresConfig {
+                db: new.clone(),
+                ..pg.clone()
+            };
+            let loaded = load(cfg, &aside, &a, &archive, server_num, opts.no_owner).await;
+            if loaded.is_err() {
+                // The target was never touched; only the scratch database goes.
+                drop_database(&pg, new, server_num).await;
+            }
+            let bytes = loaded?;
+            swap(&pg, new, old, server_num).await?;
+            bytes
+        }
+    };
     let (tables, rows) = count_rows(&pg).await?;
     Ok(DbRestoreReport {
         artifact: a.file,
@@ -101,24 +135,28 @@ pub async fn restore_db(
     })
 }
 
-/// Makes the target database ready for the load: refuses one that holds tables (unless `--clean
-/// --yes`, which drops and recreates it), creates a missing one with `--create`. Returns the
-/// server's version number.
-async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<i32> {
+/// Decides where the load goes: refuses a target that holds tables (unless `--clean --yes`: then
+/// a new database beside it), creates a missing one with `--create`. Returns the server's version
+/// number too.
+async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<(i32, Landing)> {
     let db = &pg.db;
     let admin = connect(pg, "postgres").await?;
-    let exists = !admin
-        .query("select 1 from pg_database where datname = $1", &[db])
+    let owner: Option<String> = admin
+        .query(
+            "select pg_get_userbyid(datdba) from pg_database where datname = $1",
+            &[db],
+        )
         .await
         .map_err(sql_err("looking up the target database"))?
-        .is_empty();
+        .first()
+        .map(|r| r.get(0));
     let server_num: i32 = admin
         .query_one("select current_setting('server_version_num')::int", &[])
         .await
         .map_err(sql_err("asking the server its version"))?
         .get(0);
-    let create = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db));
-    if !exists {
+    let create = |name: &str| format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
+    let Some(owner) = owner else {
         if !opts.create {
             return Err(Error::NotFound(format!(
                 "database {db} does not exist on {}:{}: add --create to create it",
@@ -126,11 +164,11 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
             )));
         }
         admin
-            .batch_execute(&create)
+            .batch_execute(&create(db))
             .await
             .map_err(sql_err("creating the target database"))?;
-        return Ok(server_num);
-    }
+        return Ok((server_num, Landing::Direct));
+    };
     let target = connect(pg, db).await?;
     let tables: i64 = target
         .query_one(
@@ -142,28 +180,94 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
         .get(0);
     drop(target);
     if tables == 0 {
-        return Ok(server_num);
+        return Ok((server_num, Landing::Direct));
     }
     if !(opts.clean && opts.yes) {
         return Err(Error::Usage(format!(
-            "database {db} already has {tables} tables: refusing to restore over them; add --clean --yes to drop and recreate it, or choose another --target-db"
+            "database {db} already has {tables} tables: refusing to restore over them; add --clean --yes to replace it, or choose another --target-db"
         )));
     }
+    // The load goes beside the target, owned as the target is; the target stays until it is in.
+    let (new, old) = aside_names(db);
+    drop_database(pg, &new, server_num).await;
+    admin
+        .batch_execute(&format!("{} OWNER {}", create(&new), quote_ident(&owner)))
+        .await
+        .map_err(sql_err("creating the database to restore into"))?;
+    tracing::info!(db = %db, scratch = %new, "restoring beside the target; it is replaced once the load succeeded");
+    Ok((server_num, Landing::Aside { new, old }))
+}
+
+/// Puts `new` in place of `pg.db`: the old database is renamed away (its sessions ended), the new
+/// one takes its name, then the old one is dropped. If the new one cannot take the name, the old
+/// one gets it back.
+async fn swap(pg: &PostgresConfig, new: &str, old: &str, server_num: i32) -> Result<()> {
+    let db = &pg.db;
+    let admin = connect(pg, "postgres").await?;
+    let rename = |from: &str, to: &str| {
+        format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(from),
+            quote_ident(to)
+        )
+    };
+    let mut attempt = 0;
+    loop {
+        // Sessions keep a database from being renamed; the restore replaces it anyway.
+        admin
+            .execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                &[db],
+            )
+            .await
+            .map_err(sql_err("ending the sessions on the target database"))?;
+        match admin.batch_execute(&rename(db, old)).await {
+            Ok(()) => break,
+            Err(_) if attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                drop_database(pg, new, server_num).await;
+                return Err(sql_err("moving the old database aside")(e));
+            }
+        }
+    }
+    if let Err(e) = admin.batch_execute(&rename(new, db)).await {
+        let back = admin.batch_execute(&rename(old, db)).await;
+        drop_database(pg, new, server_num).await;
+        let mut err = sql_err("putting the restored database in place")(e);
+        if let (Err(b), Error::Postgres { detail, .. }) = (back, &mut err) {
+            detail.push_str(&format!(
+                "; and the old database could not get its name back ({}): it is {old}",
+                crate::source::postgres::sql_detail(&b)
+            ));
+        }
+        return Err(err);
+    }
+    drop_database(pg, old, server_num).await;
+    tracing::info!(db = %db, "the restored database replaced the old one");
+    Ok(())
+}
+
+/// Drops `name` if it exists; a failure is logged, not fatal (the database is left behind).
+async fn drop_database(pg: &PostgresConfig, name: &str, server_num: i32) {
     let force = if server_num >= 130000 {
         " WITH (FORCE)"
     } else {
         ""
     };
-    admin
-        .batch_execute(&format!("DROP DATABASE {}{force}", quote_ident(db)))
-        .await
-        .map_err(sql_err("dropping the target database"))?;
-    admin
-        .batch_execute(&create)
-        .await
-        .map_err(sql_err("recreating the target database"))?;
-    tracing::info!(db = %db, "dropped and recreated the target database");
-    Ok(server_num)
+    let sql = format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name));
+    let dropped = match connect(pg, "postgres").await {
+        Ok(admin) => admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| crate::source::postgres::sql_detail(&e)),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = dropped {
+        tracing::warn!(database = %name, error = %e, "could not drop a database stackback made: drop it by hand");
+    }
 }
 
 /// Streams the dump into psql; psql's exit status decides. Returns the plain bytes fed.

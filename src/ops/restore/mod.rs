@@ -22,28 +22,20 @@ pub use db::{DbRestoreOptions, DbRestoreReport};
 pub use objects::{Existing, ObjectRestoreOptions, ObjectRestoreReport};
 pub use volume::VolumeRestoreReport;
 
-/// Checks the stored SHA-256 of an artifact (and of its index) against the run record. Blocking.
+/// Checks the stored SHA-256 of an artifact against the run record. Blocking. (A bucket archive's
+/// index sidecar is checked by the object restore, which falls back to the archive's own index.)
 pub fn check_stored(dir: &Path, a: &ArtifactRecord) -> Result<()> {
-    for (file, want) in std::iter::once((&a.file, &a.stored_sha256))
-        .chain(a.index_file.as_ref().zip(a.index_sha256.as_ref()))
-    {
-        let path = dir.join(file);
-        let (_, got) = hash_file(&path).map_err(|e| Error::io("cannot read", &path, e))?;
-        if &got != want {
-            let what = if file == &a.file {
-                Checksum::Stored
-            } else {
-                Checksum::Index
-            };
-            return Err(Error::verification(
-                format!("{file} (refusing to restore a damaged backup)"),
-                Problem::ChecksumMismatch {
-                    what,
-                    actual: got,
-                    recorded: want.clone(),
-                },
-            ));
-        }
+    let path = dir.join(&a.file);
+    let (_, got) = hash_file(&path).map_err(|e| Error::io("cannot read", &path, e))?;
+    if got != a.stored_sha256 {
+        return Err(Error::verification(
+            format!("{} (refusing to restore a damaged backup)", a.file),
+            Problem::ChecksumMismatch {
+                what: Checksum::Stored,
+                actual: got,
+                recorded: a.stored_sha256.clone(),
+            },
+        ));
     }
     Ok(())
 }

@@ -105,12 +105,11 @@ async fn restore_one(
     let t0 = Instant::now();
     let bucket = opts.bucket.clone().unwrap_or_else(|| a.source.clone());
     prepare_bucket(client, &bucket, opts).await?;
-    let index_file = a.index_file.as_ref().map(|f| dir.join(f)).ok_or_else(|| {
-        Error::NotFound(format!(
-            "{} has no object index recorded: cannot restore it object by object",
-            a.file
-        ))
-    })?;
+    let index = {
+        let (d, a) = (dir.path().to_path_buf(), a.clone());
+        crate::ops::blocking("reading the object index", move || usable_index(&d, &a)).await?
+    };
+    let index_file = index.path().to_path_buf();
     tracing::info!(archive = %a.file, bucket = %bucket, "restoring objects");
 
     let (tx, rx) = mpsc::channel::<Item>(concurrency.max(2));
@@ -158,6 +157,58 @@ async fn restore_one(
     }
     report.seconds = t0.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// An object index that matches the run record: the sidecar, or else the copy inside the archive
+/// (written to a private temp file), so a damaged sidecar never stops a restore.
+enum Index {
+    Sidecar(std::path::PathBuf),
+    FromArchive(tempfile::NamedTempFile),
+}
+
+impl Index {
+    fn path(&self) -> &Path {
+        match self {
+            Index::Sidecar(p) => p,
+            Index::FromArchive(t) => t.path(),
+        }
+    }
+}
+
+fn usable_index(dir: &Path, a: &ArtifactRecord) -> Result<Index> {
+    let (Some(file), Some(sha)) = (&a.index_file, &a.index_sha256) else {
+        return Err(Error::NotFound(format!(
+            "{} has no object index recorded: cannot restore it object by object",
+            a.file
+        )));
+    };
+    let sidecar = dir.join(file);
+    let problem = match crate::ops::verify::check_sidecar(&sidecar, Some(sha)) {
+        Ok(()) => return Ok(Index::Sidecar(sidecar)),
+        Err(p) => p,
+    };
+    tracing::warn!(index = %sidecar.display(), problem = %problem, "the index beside the archive is unusable: using the copy inside the archive");
+    let archive = dir.join(&a.file);
+    let bad = |p: Problem| Error::verification(archive.display(), p);
+    let plain =
+        open_plain(&archive, a.compression).map_err(|e| Error::io("cannot open", &archive, e))?;
+    let mut tar = tar::Archive::new(plain);
+    let mut out = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("cannot create a temp file in", std::env::temp_dir(), e))?;
+    for entry in tar
+        .entries()
+        .map_err(|e| bad(Problem::undecodable(format!("not a tar archive: {e}"))))?
+    {
+        let mut entry =
+            entry.map_err(|e| bad(Problem::undecodable(format!("unreadable entry: {e}"))))?;
+        if entry.path().is_ok_and(|p| p == Path::new(INDEX_ENTRY)) {
+            std::io::copy(&mut entry, out.as_file_mut())
+                .map_err(|e| Error::io("cannot write", out.path().to_path_buf(), e))?;
+            crate::ops::verify::check_sidecar(out.path(), Some(sha)).map_err(bad)?;
+            return Ok(Index::FromArchive(out));
+        }
+    }
+    Err(bad(problem))
 }
 
 /// Uploads the objects the archive reader sends: small ones `concurrency` at a time, large ones
@@ -342,7 +393,7 @@ fn send_entry(
         })
     };
     let path = meta.path.clone();
-    if meta.size as usize <= PART_SIZE {
+    if meta.size <= PART_SIZE as u64 {
         let mut data = Vec::with_capacity(meta.size as usize);
         entry
             .read_to_end(&mut data)
@@ -368,9 +419,15 @@ fn send_entry(
     }
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = entry
-            .read(&mut buf)
-            .map_err(|e| bad(format!("entry {path:?}: {e}")))?;
+        let n = match entry.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                // The upload must see the failure and abort, not just the end of the chunks.
+                let msg = format!("entry {path:?}: {e}");
+                let _ = ctx.blocking_send(Err(std::io::Error::other(msg.clone())));
+                return Err(bad(msg));
+            }
+        };
         if n == 0 {
             break;
         }

@@ -57,6 +57,9 @@ fn extract(dir: &Path, a: &ArtifactRecord, into: &Path) -> Result<VolumeRestoreR
     let plain = open_plain(&path, a.compression).map_err(|e| Error::io("cannot open", &path, e))?;
     let mut tar = tar::Archive::new(plain);
     tar.set_preserve_permissions(true);
+    // Ownership is not restored, so neither are setuid and setgid: a root-owned setuid copy of
+    // a file from the backup would be a gift to whoever wrote it.
+    tar.set_mask(0o6000);
     tar.set_overwrite(true);
     let mut entries = 0u64;
     for entry in tar
