@@ -20,6 +20,8 @@ pub struct DaemonState {
     pub started_at: DateTime<Utc>,
     pub counters: DaemonCounters,
     pub next_run: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// What the setup check found broken; cleared by a good run.
+    pub setup_problems: std::sync::Mutex<Vec<String>>,
 }
 
 pub fn router(state: Arc<DaemonState>) -> Router {
@@ -61,9 +63,16 @@ pub fn health(s: &DaemonState, now: DateTime<Utc>) -> (bool, serde_json::Value) 
         })
         .map(|r| r.finished_at.unwrap_or(r.started_at));
     let fresh = last_success.is_some_and(|t| now - t <= period + timeout);
-    let ok = fresh || nothing_due_yet;
+    let setup = s.setup_problems.lock().expect("not poisoned").clone();
+    let ok = (fresh || nothing_due_yet) && setup.is_empty();
+    let status = match (setup.is_empty(), ok) {
+        (false, _) => "broken setup",
+        (true, true) => "ok",
+        (true, false) => "stale",
+    };
     let body = serde_json::json!({
-        "status": if ok { "ok" } else { "stale" },
+        "status": status,
+        "setup_problems": setup,
         "last_success": last_success,
         "max_age_seconds": (period + timeout).num_seconds(),
         "next_run": *s.next_run.lock().expect("not poisoned"),
@@ -92,7 +101,7 @@ async fn index(State(s): State<Arc<DaemonState>>) -> impl IntoResponse {
     format!(
         "stackback {}\nhealth: {}\nschedule: {} ({})\nnext run: {}\nlast success: {}\nendpoints: /metrics /healthz\n",
         env!("CARGO_PKG_VERSION"),
-        if ok { "ok" } else { "STALE" },
+        if ok { "ok".to_string() } else { body["status"].as_str().unwrap_or("").to_uppercase() },
         s.schedule.schedule.expr(),
         s.schedule.schedule.tz(),
         body["next_run"],

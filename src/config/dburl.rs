@@ -74,8 +74,12 @@ pub fn parse(key: &str, raw: &str) -> Result<UrlParts> {
     let bad = |why: &str| Error::config(key, format!("{why} (value: {})", redact_url(raw)));
     let escaped = escape_userinfo(raw);
     let u = url::Url::parse(&escaped).map_err(|e| bad(&format!("not a URL: {e}")))?;
-    if u.scheme() != "postgres" && u.scheme() != "postgresql" {
-        return Err(bad("expected a postgres:// or postgresql:// URL"));
+    // An app's URL may name its driver: postgresql+asyncpg://, postgresql+psycopg://...
+    let base = u.scheme().split('+').next().unwrap_or_default();
+    if base != "postgres" && base != "postgresql" {
+        return Err(bad(
+            "expected a postgres:// or postgresql:// URL (a +driver suffix is fine)",
+        ));
     }
     let dec = |s: &str| percent_decode(s).map_err(|_| bad("invalid percent-encoding"));
     let mut parts = UrlParts {
@@ -162,6 +166,21 @@ mod tests {
         assert_eq!(p.sslmode, Some(SslMode::Require));
         let err = parse("postgres.url", "mysql://x:secret@h/d").unwrap_err();
         assert!(!err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn driver_suffixes_are_accepted() {
+        for scheme in [
+            "postgresql+asyncpg",
+            "postgresql+psycopg",
+            "postgres",
+            "postgresql+psycopg2",
+        ] {
+            let p = parse("k", &format!("{scheme}://app:pw@db:5432/app")).unwrap();
+            assert_eq!(p.user.as_deref(), Some("app"), "{scheme}");
+            assert_eq!(p.db.as_deref(), Some("app"), "{scheme}");
+        }
+        assert!(parse("k", "mysql+pymysql://a@b/c").is_err());
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::sync::OnceLock;
 pub use dburl::SslMode;
 pub use layers::{LoadInput, Resolved, Source};
 pub use sections::{
-    AlertOn, NotifyConfig, ObjectsConfig, PostgresConfig, RetentionConfig, ScheduleConfig,
-    SmtpConfig, SmtpTls, StatusConfig, StoreConfig, Thresholds, WebhookFormat,
+    AlertOn, NotifyConfig, ObjectsConfig, PostgresConfig, PushTarget, RetentionConfig,
+    ScheduleConfig, SmtpConfig, SmtpTls, StatusConfig, StoreConfig, Thresholds, WebhookFormat,
 };
 pub use settings::{Key, Setting, SETTINGS};
 
@@ -38,6 +38,11 @@ pub struct Settings {
 impl Settings {
     pub fn get(&self, k: Key) -> Option<&str> {
         self.resolved[k as usize].value.as_deref()
+    }
+
+    /// True when `k` was set by a file, the environment or a flag, not left at its default.
+    pub fn is_set(&self, k: Key) -> bool {
+        self.resolved[k as usize].source != Source::Default
     }
 
     /// Every setting in display order, for `stackback config`.
@@ -160,6 +165,11 @@ impl Config {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Settings that disagree with each other, and which one wins.
+    pub fn warnings(&self) -> Vec<String> {
+        sections::warnings(&self.settings)
     }
 
     pub fn redactor(&self) -> Redactor {
@@ -378,28 +388,82 @@ mod tests {
     }
 
     #[test]
-    fn database_url_wins_for_its_parts_and_is_redacted() {
+    fn the_apps_database_url_fills_what_postgres_settings_leave_unset() {
         let cfg = load(&[
-            ("POSTGRES_HOST", "ignored"),
-            ("POSTGRES_DB", "ignored"),
+            ("POSTGRES_USER", "schedgen"),
+            ("POSTGRES_DB", "schedgen"),
             (
                 "DATABASE_URL",
-                "postgresql://app:p%40ss@db.internal:6543/appdb?sslmode=require",
+                "postgresql+asyncpg://app:p%40ss@db.internal:6543/appdb?sslmode=require",
             ),
         ]);
         let pg = cfg.postgres().unwrap();
-        assert_eq!(pg.host, "db.internal");
-        assert_eq!(pg.port, 6543);
-        assert_eq!(pg.user, "app");
+        // Explicit POSTGRES_* win; the URL fills the rest.
+        assert_eq!((pg.user.as_str(), pg.db.as_str()), ("schedgen", "schedgen"));
+        assert_eq!((pg.host.as_str(), pg.port), ("db.internal", 6543));
         assert_eq!(pg.password.as_ref().unwrap().expose(), "p@ss");
-        assert_eq!(pg.db, "appdb");
         assert_eq!(pg.sslmode, Some(SslMode::Require));
+        let w = cfg.warnings().join("\n");
+        assert!(
+            w.contains("POSTGRES_USER wins") && w.contains("POSTGRES_DB wins"),
+            "{w}"
+        );
         let shown = &cfg.settings().resolved()[Key::PostgresUrl as usize];
         assert!(!shown.display_value().contains("p%40ss"));
         assert_eq!(
             cfg.redactor().redact("login p@ss failed"),
             "login *** failed"
         );
+    }
+
+    #[test]
+    fn the_backup_url_wins_over_everything() {
+        let cfg = load(&[
+            ("POSTGRES_USER", "schedgen"),
+            ("DATABASE_URL", "postgresql+asyncpg://app:x@db/app"),
+            (
+                "BACKUP_DATABASE_URL",
+                "postgres://backup:y@replica:5433/schedgen",
+            ),
+        ]);
+        let pg = cfg.postgres().unwrap();
+        assert_eq!(
+            (pg.user.as_str(), pg.host.as_str(), pg.port, pg.db.as_str()),
+            ("backup", "replica", 5433, "schedgen")
+        );
+        assert_eq!(pg.password.as_ref().unwrap().expose(), "y");
+    }
+
+    #[test]
+    fn minio_endpoints_as_the_sdk_convention_gives_them() {
+        let ep = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("MINIO_ACCESS_KEY", "a"), ("MINIO_SECRET_KEY", "b")];
+            all.extend_from_slice(pairs);
+            load(&all).objects().map(|o| o.endpoint.clone().unwrap())
+        };
+        assert_eq!(
+            ep(&[("MINIO_ENDPOINT", "minio:9000")]).unwrap(),
+            "http://minio:9000"
+        );
+        assert_eq!(
+            ep(&[("MINIO_ENDPOINT", "minio:9000"), ("MINIO_USE_SSL", "true")]).unwrap(),
+            "https://minio:9000"
+        );
+        assert_eq!(
+            ep(&[("MINIO_ENDPOINT", "minio"), ("MINIO_PORT", "9000")]).unwrap(),
+            "http://minio:9000"
+        );
+        assert_eq!(
+            ep(&[
+                ("MINIO_ENDPOINT", "http://minio:9000"),
+                ("MINIO_PORT", "9999")
+            ])
+            .unwrap(),
+            "http://minio:9000"
+        );
+        let cfg = load(&[("MINIO_ENDPOINT", "minio:9000"), ("MINIO_PORT", "9999")]);
+        assert!(cfg.warnings().join(" ").contains("endpoint's port is used"));
+        assert!(ep(&[("MINIO_ENDPOINT", "ftp://m")]).is_err());
     }
 
     #[test]
@@ -438,6 +502,33 @@ mod tests {
         assert_eq!(same.password.unwrap().expose(), "source-pw");
         let given = pg.with_url("postgres://u:theirs@db2/x").unwrap();
         assert_eq!(given.password.unwrap().expose(), "theirs");
+    }
+
+    #[test]
+    fn the_seeds_push_url_names_the_group() {
+        let t = |pairs: &[(&str, &str)]| load(pairs).notify().unwrap().pushgateway.clone().unwrap();
+        let seed = t(&[(
+            "BACKUP_PUSHGATEWAY_URL",
+            "http://prometheus:9090/metrics/job/backup",
+        )]);
+        assert_eq!(seed.base, "http://prometheus:9090");
+        assert_eq!(seed.job, "backup");
+        let plain = t(&[
+            ("BACKUP_PUSHGATEWAY_URL", "http://pgw:9091/"),
+            ("BACKUP_INSTANCE", "schedgen-backup"),
+        ]);
+        assert_eq!(
+            plain.url(),
+            "http://pgw:9091/metrics/job/backup/instance/schedgen-backup"
+        );
+        let own = t(&[
+            (
+                "BACKUP_PUSHGATEWAY_URL",
+                "http://pgw:9091/metrics/job/other/instance/x",
+            ),
+            ("BACKUP_PUSHGATEWAY_JOB", "mine"),
+        ]);
+        assert_eq!((own.job.as_str(), own.instance.as_str()), ("mine", "x"));
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub struct PostgresConfig {
     pub lock_wait_timeout: Duration,
     pub pg_dump: Option<PathBuf>,
     pub globals: bool,
+    /// Dumps carry `DROP ... IF EXISTS`, so the seed's recipe restores over a live database.
+    pub dump_clean: bool,
 }
 
 impl PostgresConfig {
@@ -109,10 +111,18 @@ impl PostgresConfig {
             lock_wait_timeout: s.duration(Key::LockWait)?,
             pg_dump: s.get(Key::PgDump).map(PathBuf::from),
             globals: s.flag(Key::Globals)?,
+            dump_clean: s.flag(Key::DumpClean)?,
         };
         let mut db = s.get(Key::PostgresDb).map(String::from);
+        // The app's URL only fills what POSTGRES_* leave unset: it may name the app's own user.
         if let Some(raw) = s.get(Key::PostgresUrl) {
-            let parts = dburl::parse(Key::PostgresUrl.name(), raw)?;
+            let mut parts = dburl::parse(Key::PostgresUrl.name(), raw)?;
+            parts.keep_unset(s);
+            db = db.or(parts.db.clone());
+            c.apply(parts);
+        }
+        if let Some(raw) = s.get(Key::BackupDatabaseUrl) {
+            let parts = dburl::parse(Key::BackupDatabaseUrl.name(), raw)?;
             db = parts.db.clone().or(db);
             c.apply(parts);
         }
@@ -158,6 +168,31 @@ impl PostgresConfig {
         }
         c.apply(parts);
         Ok(c)
+    }
+}
+
+impl dburl::UrlParts {
+    /// Leaves out the parts that an explicitly set `POSTGRES_*` (or sslmode setting) gives.
+    fn keep_unset(&mut self, s: &Settings) {
+        let set = |k: Key| s.is_set(k);
+        if set(Key::PostgresHost) {
+            self.host = None;
+        }
+        if set(Key::PostgresPort) {
+            self.port = None;
+        }
+        if set(Key::PostgresUser) {
+            self.user = None;
+        }
+        if set(Key::PostgresPassword) {
+            self.password = None;
+        }
+        if set(Key::PostgresDb) {
+            self.db = None;
+        }
+        if set(Key::PostgresSslmode) {
+            self.sslmode = None;
+        }
     }
 }
 
@@ -301,14 +336,10 @@ impl ObjectsConfig {
             .ok()
             .filter(|n| (1..=256).contains(n))
             .ok_or_else(|| Key::S3Concurrency.error("expected a number from 1 to 256"))?;
-        let endpoint = s.get(Key::MinioEndpoint).map(String::from);
-        if let Some(e) = &endpoint {
-            let u = url::Url::parse(e)
-                .map_err(|err| Key::MinioEndpoint.error(format!("{e:?} is not a URL: {err}")))?;
-            if u.scheme() != "http" && u.scheme() != "https" {
-                return Err(Key::MinioEndpoint.error("expected an http:// or https:// URL"));
-            }
-        }
+        let endpoint = s
+            .get(Key::MinioEndpoint)
+            .map(|e| minio_endpoint(s, e))
+            .transpose()?;
         let cfg = ObjectsConfig {
             endpoint,
             access_key: s.get(Key::MinioAccessKey).map(Secret::new),
@@ -341,6 +372,147 @@ impl ObjectsConfig {
     /// True when a run should back up buckets through the S3 API.
     pub fn s3_enabled(&self) -> bool {
         self.data_dir.is_none() && self.endpoint.is_some()
+    }
+}
+
+/// `MINIO_ENDPOINT` as a URL, or as `host[:port]` with `MINIO_USE_SSL` and `MINIO_PORT` (the MinIO
+/// SDK convention, as a stack's `.env` holds it). When both the endpoint and `MINIO_PORT` give a
+/// port, the endpoint's wins (`stackback config` warns).
+fn minio_endpoint(s: &Settings, raw: &str) -> Result<String> {
+    let raw = raw.trim();
+    let port = s
+        .get(Key::MinioPort)
+        .map(|p| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| Key::MinioPort.error(format!("expected a port number, got {p:?}")))
+        })
+        .transpose()?;
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        let scheme = if s.flag(Key::MinioUseSsl)? {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{raw}")
+    };
+    let mut u = url::Url::parse(&with_scheme).map_err(|err| {
+        Key::MinioEndpoint.error(format!("{raw:?} is not a URL or host:port: {err}"))
+    })?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(Key::MinioEndpoint.error(
+            "expected an http:// or https:// URL, or host:port (with MINIO_USE_SSL for https)",
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(Key::MinioEndpoint.error(format!("{raw:?} names no host")));
+    }
+    if let (None, Some(p)) = (u.port(), port) {
+        let _ = u.set_port(Some(p));
+    }
+    // The SDK takes the endpoint as given: no trailing slash of the URL parser's.
+    Ok(u.as_str().trim_end_matches('/').to_string())
+}
+
+/// What `stackback config` points out: settings that disagree with each other, and which one wins.
+pub fn warnings(s: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(e), Some(p)) = (s.get(Key::MinioEndpoint), s.get(Key::MinioPort)) {
+        let with_scheme = if e.contains("://") {
+            e.to_string()
+        } else {
+            format!("http://{e}")
+        };
+        if let Some(ep) = url::Url::parse(&with_scheme).ok().and_then(|u| u.port()) {
+            if p.trim() != ep.to_string() {
+                out.push(format!(
+                    "MINIO_ENDPOINT gives port {ep} and MINIO_PORT says {}: the endpoint's port is used",
+                    p.trim()
+                ));
+            }
+        }
+    }
+    if let Some(Ok(parts)) = s.get(Key::PostgresUrl).map(|u| dburl::parse("", u)) {
+        let pairs = [
+            (Key::PostgresHost, parts.host.clone()),
+            (Key::PostgresPort, parts.port.map(|p| p.to_string())),
+            (Key::PostgresUser, parts.user.clone()),
+            (Key::PostgresDb, parts.db.clone()),
+        ];
+        for (k, from_url) in pairs {
+            let explicit = s.get(k).filter(|_| s.is_set(k));
+            if let (Some(mine), Some(theirs)) = (explicit, from_url) {
+                if mine != theirs {
+                    out.push(format!(
+                        "DATABASE_URL (the app's) says {} {theirs:?} but {} is {mine:?}: {} wins (set BACKUP_DATABASE_URL for a URL of the backup's own)",
+                        k.name().trim_start_matches("postgres."),
+                        k.setting().env[0],
+                        k.setting().env[0]
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Where metrics are pushed: the Pushgateway's base URL, and the group (job, instance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushTarget {
+    /// `http://pushgateway:9091` (credentials included, if any).
+    pub base: String,
+    pub job: String,
+    pub instance: String,
+}
+
+impl PushTarget {
+    /// `BACKUP_PUSHGATEWAY_URL` as a base URL, or as the seed writes it, ending in
+    /// `/metrics/job/<job>[/instance/<instance>]`: then those name the group, unless
+    /// `BACKUP_PUSHGATEWAY_JOB` / `BACKUP_INSTANCE` are set.
+    fn build(s: &Settings) -> Result<Option<PushTarget>> {
+        let Some(url) = s.http_url(Key::PushgatewayUrl)? else {
+            return Ok(None);
+        };
+        let trimmed = url.trim_end_matches('/');
+        let (base, group) = match trimmed.split_once("/metrics/job/") {
+            Some((base, group)) => (base.to_string(), Some(group)),
+            None => (trimmed.to_string(), None),
+        };
+        let mut segments = group.into_iter().flat_map(|g| g.split('/'));
+        let url_job = segments.next().filter(|j| !j.is_empty());
+        let url_instance = match (segments.next(), segments.next()) {
+            (Some("instance"), Some(i)) if !i.is_empty() => Some(i),
+            _ => None,
+        };
+        let job = match (s.is_set(Key::PushgatewayJob), url_job) {
+            (false, Some(j)) => j.to_string(),
+            _ => s.text(Key::PushgatewayJob).to_string(),
+        };
+        let instance = match (s.get(Key::Instance), url_instance) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(i)) => i.to_string(),
+            (None, None) => crate::catalog::host_name(),
+        };
+        for (k, v) in [(Key::PushgatewayJob, &job), (Key::Instance, &instance)] {
+            if v.is_empty() || v.contains(['/', ' ']) {
+                return Err(k.error(format!("{v:?} cannot be a Pushgateway label value")));
+            }
+        }
+        Ok(Some(PushTarget {
+            base,
+            job,
+            instance,
+        }))
+    }
+
+    /// The URL of this group.
+    pub fn url(&self) -> String {
+        format!(
+            "{}/metrics/job/{}/instance/{}",
+            self.base, self.job, self.instance
+        )
     }
 }
 
@@ -388,7 +560,7 @@ pub struct NotifyConfig {
     pub on: AlertOn,
     pub heartbeat_url: Option<Secret>,
     pub smtp: SmtpConfig,
-    pub pushgateway_url: Option<String>,
+    pub pushgateway: Option<PushTarget>,
     /// Where the alerts say the backups are.
     pub backup_dir: PathBuf,
 }
@@ -488,7 +660,7 @@ impl NotifyConfig {
             on,
             heartbeat_url,
             smtp,
-            pushgateway_url: s.http_url(Key::PushgatewayUrl)?,
+            pushgateway: PushTarget::build(s)?,
             backup_dir: s.backup_dir(),
         })
     }
@@ -500,6 +672,7 @@ pub struct ScheduleConfig {
     pub schedule: crate::schedule::Schedule,
     pub timeout: Duration,
     pub stop_grace: Duration,
+    pub startup_grace: Duration,
 }
 
 impl ScheduleConfig {
@@ -510,6 +683,7 @@ impl ScheduleConfig {
             schedule,
             timeout: s.duration(Key::Timeout)?,
             stop_grace: s.duration(Key::StopGrace)?,
+            startup_grace: s.duration(Key::StartupGrace)?,
         })
     }
 }

@@ -54,11 +54,13 @@ settings! {
     PostgresUser => "postgres.user", ["POSTGRES_USER"], false, Some("postgres"), "database user for pg_dump";
     PostgresPassword => "postgres.password", ["POSTGRES_PASSWORD"], true, None, "database password (passed to pg_dump via the environment, never argv)";
     PostgresDb => "postgres.db", ["POSTGRES_DB"], false, None, "database to back up (default: the user name)";
-    PostgresUrl => "postgres.url", ["DATABASE_URL"], true, None, "postgres://user:pass@host:port/db; wins over the POSTGRES_* parts it contains";
+    PostgresUrl => "postgres.url", ["DATABASE_URL"], true, None, "the app's URL (postgres://, postgresql+asyncpg://...): fills what POSTGRES_* leave unset";
+    BackupDatabaseUrl => "postgres.backup_url", ["BACKUP_DATABASE_URL"], true, None, "a URL for the backup alone: wins over POSTGRES_* and DATABASE_URL for the parts it contains";
     PostgresSslmode => "postgres.sslmode", ["POSTGRES_SSLMODE", "PGSSLMODE"], false, None, "disable | allow | prefer (libpq's default) | require | verify-ca | verify-full";
     PostgresSslrootcert => "postgres.sslrootcert", ["PGSSLROOTCERT"], false, None, "CA certificate (PEM) for verify-ca and verify-full, or `system` (default ~/.postgresql/root.crt)";
     LockWait => "postgres.lock_wait_timeout", ["BACKUP_LOCK_WAIT_TIMEOUT"], false, Some("10m"), "pg_dump waits at most this long for a table lock (--lock-wait-timeout)";
     PgDump => "postgres.pg_dump", ["PG_DUMP_PATH"], false, None, "pg_dump to use (default: the best match among /usr/lib/postgresql/*/bin and PATH)";
+    DumpClean => "postgres.dump_clean", ["BACKUP_PG_DUMP_CLEAN"], false, Some("true"), "dumps drop each object before creating it (pg_dump --clean --if-exists), so `gunzip -c | psql` restores over a live database";
     Globals => "postgres.globals", ["BACKUP_GLOBALS"], false, Some("false"), "also dump roles and tablespaces (pg_dumpall --globals-only --no-role-passwords)";
     BackupDir => "backup.dir", ["BACKUP_DIR"], false, Some("./backups"), "directory holding backups and run records";
     Compression => "backup.compression", ["BACKUP_COMPRESSION"], false, Some("gzip"), "gzip | zstd | none";
@@ -74,7 +76,9 @@ settings! {
     FreeWarn => "backup.min_free_warn_bytes", ["BACKUP_FREE_WARN_BYTES"], false, Some("1GiB"), "`status` warns below this much free space";
     Timezone => "backup.timezone", ["TZ"], false, Some("UTC"), "time zone for the schedule and calendar retention (run ids are always UTC)";
     MinFree => "backup.min_free_bytes", ["BACKUP_MIN_FREE_BYTES"], false, Some("0"), "fail before dumping when the backup volume has less free space (e.g. 2GiB)";
-    MinioEndpoint => "minio.endpoint", ["MINIO_ENDPOINT"], false, None, "S3 API endpoint, e.g. http://minio:9000; enables bucket backups";
+    MinioEndpoint => "minio.endpoint", ["MINIO_ENDPOINT"], false, None, "S3 API endpoint: http://minio:9000, or minio:9000 with MINIO_USE_SSL; enables bucket backups";
+    MinioUseSsl => "minio.use_ssl", ["MINIO_USE_SSL"], false, Some("false"), "for an endpoint given as host:port (the MinIO SDK convention): https when true";
+    MinioPort => "minio.port", ["MINIO_PORT"], false, None, "port for an endpoint given without one";
     MinioAccessKey => "minio.access_key", ["MINIO_ACCESS_KEY", "MINIO_ROOT_USER"], true, None, "access key id";
     MinioSecretKey => "minio.secret_key", ["MINIO_SECRET_KEY", "MINIO_ROOT_PASSWORD"], true, None, "secret access key";
     MinioBucket => "minio.bucket", ["MINIO_BUCKET"], false, None, "bucket to back up, or a comma list";
@@ -85,6 +89,7 @@ settings! {
     MinioDataDir => "minio.data_dir", ["MINIO_DATA_DIR"], false, None, "volume mode: tar this directory instead of using the S3 API";
     Schedule => "schedule.cron", ["BACKUP_SCHEDULE"], false, Some("0 2 * * *"), "when the daemon runs backups: 5-field cron, @daily, @hourly... (in TZ)";
     Timeout => "schedule.timeout", ["BACKUP_TIMEOUT"], false, Some("6h"), "a run taking longer is aborted, cleaned up and alerted";
+    StartupGrace => "schedule.startup_grace", ["BACKUP_STARTUP_GRACE"], false, Some("2m"), "the daemon retries its setup check this long at start (the database may still be starting)";
     StopGrace => "schedule.stop_grace", ["BACKUP_STOP_GRACE"], false, Some("60s"), "on SIGTERM, how long a running backup may take to finish before it is aborted";
     WebhookUrl => "alert.webhook_url", ["BACKUP_ALERT_WEBHOOK_URL"], true, None, "POST failure alerts here (Slack, Discord or any JSON receiver)";
     WebhookFormat => "alert.webhook_format", ["BACKUP_ALERT_WEBHOOK_FORMAT"], false, Some("auto"), "auto (Discord URLs get discord, others slack) | slack | discord | generic";
@@ -98,7 +103,9 @@ settings! {
     SmtpFrom => "smtp.from", ["SMTP_FROM"], false, None, "sender address (default stackback@<host name>)";
     SmtpTls => "smtp.tls", ["SMTP_TLS"], false, Some("starttls"), "starttls | tls | none";
     SmtpCaFile => "smtp.ca_file", ["SMTP_CA_FILE"], false, None, "PEM file of the CA that signed the SMTP server's certificate (in addition to the built-in roots)";
-    PushgatewayUrl => "metrics.pushgateway_url", ["BACKUP_PUSHGATEWAY_URL"], false, None, "push metrics to this Prometheus Pushgateway after every run";
+    PushgatewayUrl => "metrics.pushgateway_url", ["BACKUP_PUSHGATEWAY_URL"], false, None, "push metrics to this Prometheus Pushgateway after every run (http://pushgateway:9091, or the seed's .../metrics/job/backup)";
+    PushgatewayJob => "metrics.job", ["BACKUP_PUSHGATEWAY_JOB"], false, Some("backup"), "the Pushgateway job label (the seed's push URL uses backup)";
+    Instance => "metrics.instance", ["BACKUP_INSTANCE"], false, None, "the instance label of pushed metrics (default: the host name)";
     HttpAddr => "metrics.http_addr", ["BACKUP_HTTP_ADDR"], false, Some("127.0.0.1:9187"), "the daemon's /metrics and /healthz address (containers: 0.0.0.0:9187)";
     MinDbBytes => "verify.min_db_bytes", ["BACKUP_MIN_DB_BYTES"], false, Some("1024"), "a database artifact must be larger than this (stored bytes)";
     MinObjectsBytes => "verify.min_objects_bytes", ["BACKUP_MIN_OBJECTS_BYTES"], false, Some("512"), "a volume-mode archive must be larger than this (stored bytes); bucket archives are checked against their object index";

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{ArtifactKind, Catalog, RunRecord, RunState};
-use crate::config::Config;
+use crate::config::{Config, PushTarget};
 use crate::error::{Error, Result};
 use crate::sink::local::BackupDir;
 
@@ -129,17 +129,25 @@ impl View<'_> {
                 per_type(&|ty| Some(f64::from(has(r, ty) && r.status != RunState::Failed))),
             );
         }
+        let last_success = per_type(&|ty| {
+            self.finished
+                .iter()
+                .rev()
+                .find(|r| r.has_good_artifacts() && has(r, ty))
+                .map(|r| ts(r.finished_at.unwrap_or(r.started_at)))
+        });
         e.metric(
             "backup_last_success_timestamp_seconds",
             "gauge",
             "When the newest verified backup of this type finished (Unix time).",
-            per_type(&|ty| {
-                self.finished
-                    .iter()
-                    .rev()
-                    .find(|r| r.has_good_artifacts() && has(r, ty))
-                    .map(|r| ts(r.finished_at.unwrap_or(r.started_at)))
-            }),
+            last_success.clone(),
+        );
+        // The seed's name for the same, which its own alert rule reads.
+        e.metric(
+            "backup_last_success_timestamp",
+            "gauge",
+            "When the newest verified backup of this type finished (Unix time; the seed's name).",
+            last_success,
         );
     }
 
@@ -282,13 +290,25 @@ pub fn start_failure_text(cfg: &Config) -> String {
     e.0
 }
 
-/// Sends metrics to this host's group on the Pushgateway (job `stackback`, instance = host name).
-pub async fn send(base: &str, text: &str, how: Push) -> std::result::Result<String, String> {
-    let url = format!(
-        "{}/metrics/job/stackback/instance/{}",
-        base.trim_end_matches('/'),
-        crate::catalog::host_name()
-    );
+/// The job name of the first round's pushes: its group is deleted, so it cannot alert forever.
+const OLD_JOB: &str = "stackback";
+
+/// Sends metrics to the group of `target`. A replacing push also deletes the group of the first
+/// round's job name for this instance, which nothing updates any more.
+pub async fn send(
+    target: &PushTarget,
+    text: &str,
+    how: Push,
+) -> std::result::Result<String, String> {
+    let url = target.url();
+    if how == Push::Replace && target.job != OLD_JOB {
+        let old = PushTarget {
+            job: OLD_JOB.into(),
+            ..target.clone()
+        };
+        // Best effort: a Pushgateway without that group answers 202 all the same.
+        let _ = super::http().delete(old.url()).send().await;
+    }
     let req = match how {
         Push::Replace => super::http().put(&url),
         Push::Add => super::http().post(&url),

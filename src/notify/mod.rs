@@ -274,9 +274,9 @@ pub async fn push_start_failure(
     notify: &NotifyConfig,
     redactor: &Redactor,
 ) -> Option<ChannelResult> {
-    let url = notify.pushgateway_url.as_ref()?;
+    let target = notify.pushgateway.as_ref()?;
     let text = metrics::start_failure_text(cfg);
-    let r = retry(|| metrics::send(url, &text, metrics::Push::Add)).await;
+    let r = retry(|| metrics::send(target, &text, metrics::Push::Add)).await;
     Some(result("pushgateway", r, redactor))
 }
 
@@ -287,9 +287,9 @@ pub async fn push_metrics(
     redactor: &Redactor,
     daemon: Option<&metrics::DaemonCounters>,
 ) -> Option<ChannelResult> {
-    let url = notify.pushgateway_url.as_ref()?;
+    let target = notify.pushgateway.as_ref()?;
     let r = match metrics::render(cfg, daemon) {
-        Ok(text) => retry(|| metrics::send(url, &text, metrics::Push::Replace)).await,
+        Ok(text) => retry(|| metrics::send(target, &text, metrics::Push::Replace)).await,
         Err(e) => Err(e.to_string()),
     };
     Some(result("pushgateway", r, redactor))

@@ -31,6 +31,7 @@ pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bo
         started_at: Utc::now(),
         counters: Default::default(),
         next_run: std::sync::Mutex::new(None),
+        setup_problems: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -46,6 +47,7 @@ pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bo
             .await
     });
 
+    check_setup(&state).await;
     let sched = &schedule.schedule;
     let mut next = if run_now {
         Some(Utc::now())
@@ -82,6 +84,30 @@ pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bo
     info!("shutting down");
     let _ = server.await;
     Ok(())
+}
+
+/// Checks the setup (retrying for BACKUP_STARTUP_GRACE) and reports what is broken: in the log,
+/// on /healthz, and as an alert.
+async fn check_setup(state: &Arc<DaemonState>) {
+    let cfg = &state.cfg;
+    let grace = state.schedule.startup_grace;
+    let report = crate::ops::setup::check_with_grace(cfg, grace, Duration::from_secs(5)).await;
+    for w in &report.warnings {
+        warn!("setup: {w}");
+    }
+    if report.problems.is_empty() {
+        info!("setup checked: directory, database and buckets answer");
+        return;
+    }
+    let text = report.problems.join("; ");
+    error!(problems = %text, "the setup is broken: backups will fail until it is fixed");
+    *state.setup_problems.lock().expect("not poisoned") = report.problems.clone();
+    if let Ok(n) = cfg.notify() {
+        let redactor = cfg.redactor();
+        let ev = crate::notify::Event::start_failure(n, format!("setup check: {text}"));
+        crate::notify::send(n, &redactor, &ev).await;
+        crate::notify::heartbeat(n, &redactor, false).await;
+    }
 }
 
 /// Waits for `next`, shutdown, or a clock that moved backwards (then the next run is recomputed).
@@ -142,6 +168,8 @@ async fn one_run(state: &Arc<DaemonState>, mut shutdown: watch::Receiver<bool>) 
                 error!(run = %r.run_id, status = %r.status, step = %r.failed_step.as_ref().map(|s| s.to_string()).unwrap_or_default(), error = r.error.as_deref().unwrap_or(""), "backup run failed");
             } else {
                 info!(run = %r.run_id, "backup run ok");
+                // A good run proves the setup works now.
+                state.setup_problems.lock().expect("not poisoned").clear();
             }
         }
         Err(e @ Error::Locked { .. }) => {

@@ -10,6 +10,7 @@ pub mod job;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod setup;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

@@ -422,18 +422,19 @@ pub fn dump_command(tool: &Path, cfg: &PostgresConfig, db: &str, args: &[&str]) 
 
 /// `pg_dump --format=plain` of the configured database.
 /// `pg_dump --format=plain` of the configured database. A table lock that another session holds
-/// stops it after `lock_wait_timeout` instead of hanging it.
+/// stops it after `lock_wait_timeout` instead of hanging it. With `dump_clean`, every object is
+/// dropped (if it exists) before it is created, so the seed's `gunzip -c | psql` into the live
+/// database restores the backed-up state.
 pub fn database_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
     let lock_wait = format!(
         "--lock-wait-timeout={}",
         cfg.lock_wait_timeout.as_millis().max(1)
     );
-    dump_command(
-        &tool.path,
-        cfg,
-        &cfg.db,
-        &["--format=plain", lock_wait.as_str()],
-    )
+    let mut args = vec!["--format=plain", lock_wait.as_str()];
+    if cfg.dump_clean {
+        args.extend(["--clean", "--if-exists"]);
+    }
+    dump_command(&tool.path, cfg, &cfg.db, &args)
 }
 
 /// `pg_dumpall --globals-only --no-role-passwords`, connecting to the configured database.
@@ -563,6 +564,7 @@ mod tests {
             lock_wait_timeout: Duration::from_secs(600),
             pg_dump: None,
             globals: false,
+            dump_clean: true,
         };
         let cmd = dump_command(Path::new("/bin/pg_dump"), &cfg, "d", &["--format=plain"]);
         let args: Vec<_> = cmd

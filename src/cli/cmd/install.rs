@@ -4,13 +4,14 @@ use std::path::PathBuf;
 
 use stackback::config::{Config, Key};
 use stackback::error::{exit, Error};
-use stackback::install::{plan, write_files, Kind, Paths};
+use stackback::install::{execute, plan, Kind, Paths, Schedule};
 
 use crate::cli::InstallCommand;
 
 pub fn run(cfg: &Config, cmd: &InstallCommand) -> Result<i32, Error> {
-    let (kind, dry_run, root) = match cmd {
+    let (kind, name, dry_run, root) = match cmd {
         InstallCommand::Systemd {
+            name,
             user,
             dry_run,
             root,
@@ -20,13 +21,22 @@ pub fn run(cfg: &Config, cmd: &InstallCommand) -> Result<i32, Error> {
                 user: *user,
                 randomized_delay: randomized_delay.clone(),
             },
+            name,
             *dry_run,
             root,
         ),
-        InstallCommand::Cron { dry_run, root, log } => {
-            (Kind::Cron { log: log.clone() }, *dry_run, root)
-        }
+        InstallCommand::Cron {
+            name,
+            dry_run,
+            root,
+            log,
+        } => (Kind::Cron { log: log.clone() }, name, *dry_run, root),
     };
+    if name.is_empty() || name.contains(['/', ' ']) || name.starts_with('.') {
+        return Err(Error::Usage(format!(
+            "--name {name:?}: a unit or file name has no slash, space or leading dot"
+        )));
+    }
     let backup_dir = cfg.backup_dir();
     let paths = Paths {
         binary: std::env::current_exe()
@@ -37,16 +47,26 @@ pub fn run(cfg: &Config, cmd: &InstallCommand) -> Result<i32, Error> {
         backup_dir: std::path::absolute(&backup_dir).unwrap_or(backup_dir),
         home: PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())),
     };
+    let sched = cfg.schedule()?;
+    let schedule = Schedule {
+        name: name.clone(),
+        cron: sched.schedule.expr().to_string(),
+        timezone: sched.schedule.tz(),
+        timeout: sched.timeout,
+        stop_grace: sched.stop_grace,
+    };
     let env = std::env::vars().collect();
-    let schedule = cfg.schedule()?.schedule.expr().to_string();
     let plan = plan(&kind, &paths, &schedule, &env, dry_run).map_err(|e| Key::Schedule.error(e))?;
     if dry_run {
         for f in &plan.files {
             println!("# {} (mode {:o})\n{}", f.path.display(), f.mode, f.content);
         }
+        for d in &plan.dirs {
+            println!("# and the directory {} (mode 700)", d.display());
+        }
         return Ok(exit::OK);
     }
-    for w in write_files(root, &plan.files)? {
+    for w in execute(root, &plan)? {
         println!("wrote {}", w.display());
     }
     println!("next:\n{}", plan.next_steps);

@@ -7,7 +7,7 @@ use stackback::error::{exit, Error};
 use stackback::sink::local::BackupDir;
 use stackback::units::human_bytes;
 
-use crate::cli::render::{age, print_json};
+use crate::cli::render::{age, count, print_json};
 
 pub fn run(cfg: &Config, json: bool) -> Result<i32, Error> {
     let dir = BackupDir::open(&cfg.backup_dir())?;
@@ -64,9 +64,16 @@ pub fn run(cfg: &Config, json: bool) -> Result<i32, Error> {
     let t = &l.totals;
     let _ = writeln!(
         out,
-        "{} runs: {} ok, {} partial, {} failed, {} incomplete; {} database and {} bucket backups; {} on disk, {} free",
-        t.runs, t.ok, t.partial, t.failed, t.incomplete, t.database_backups, t.bucket_backups,
-        human_bytes(t.bytes_on_disk), human_bytes(t.free_bytes)
+        "{}: {} ok, {} partial, {} failed, {} incomplete; {} and {}; {} on disk, {} free",
+        count(t.runs, "run", "runs"),
+        t.ok,
+        t.partial,
+        t.failed,
+        t.incomplete,
+        count(t.database_backups, "database backup", "database backups"),
+        count(t.bucket_backups, "bucket backup", "bucket backups"),
+        human_bytes(t.bytes_on_disk),
+        human_bytes(t.free_bytes)
     );
     Ok(exit::OK)
 }

@@ -8,7 +8,7 @@ use stackback::error::{exit, Error};
 use stackback::sink::local::BackupDir;
 use stackback::units::human_bytes;
 
-use crate::cli::render::{age, print_json};
+use crate::cli::render::{age, count, print_json, when};
 
 pub fn run(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
     let dir = BackupDir::open(&cfg.backup_dir())?;
@@ -46,12 +46,13 @@ pub fn run(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
                 .unwrap_or_else(|| "none".into())
         );
         if let Some(n) = s.next_run {
-            let _ = writeln!(out, "next run:     {n}");
+            let tz = cfg.schedule().map_or(chrono_tz::UTC, |s| s.schedule.tz());
+            let _ = writeln!(out, "next run:     {}", when(n, tz));
         }
         let _ = writeln!(
             out,
-            "backups:      {} good runs, {} on disk, {} free",
-            s.good_backups,
+            "backups:      {}, {} on disk, {} free",
+            count(s.good_backups, "good run", "good runs"),
             human_bytes(s.bytes_on_disk),
             human_bytes(s.free_bytes)
         );

@@ -25,6 +25,16 @@ pub async fn restore_volume(
     force: bool,
 ) -> Result<VolumeRestoreReport> {
     let dir = BackupDir::open(&cfg.backup_dir())?;
+    let catalog = crate::catalog::Catalog::new(dir.clone());
+    if sel.artifacts(&catalog, ArtifactKind::Volume).is_err() {
+        if let Ok((run, arts)) = sel.artifacts(&catalog, ArtifactKind::Objects) {
+            return Err(Error::Usage(format!(
+                "run {} holds bucket archives made through the S3 API ({}), not a volume: restore them with `stackback restore objects`; `restore volume`, like the seed's `tar xzf ... -C /data`, only fits archives of MINIO_DATA_DIR",
+                run.run_id,
+                arts.iter().map(|a| a.file.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     prepare_target(into, force)?;
     let a = super::proven(&dir, ArtifactKind::Volume, sel)
         .await?
