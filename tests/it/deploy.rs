@@ -13,10 +13,9 @@ fn repo() -> PathBuf {
 #[test]
 fn dockerfile_has_no_hadolint_errors() {
     let df = repo().join("deploy/Dockerfile");
-    let (ok, out) = tool(
-        "hadolint",
-        &["--failure-threshold", "error", df.to_str().unwrap()],
-    );
+    // Every level, warnings included: what hadolint's defaults fail on.
+    let hadolint = find_binary("hadolint");
+    let (ok, out) = tool(hadolint.to_str().unwrap(), &[df.to_str().unwrap()]);
     assert!(ok, "hadolint: {out}");
     let text = std::fs::read_to_string(df).unwrap();
     for needle in [
