@@ -187,6 +187,55 @@ fn the_cron_file_parses_back() {
     assert!(ok, "{out}");
 }
 
+/// The generic files in deploy/systemd and deploy/cron (for those who install by hand) pass the
+/// same tools as the generated ones and carry the same limits: an outer time limit above
+/// stackback's own, a backup directory that exists on the first run, the time zone in OnCalendar.
+#[test]
+fn the_generic_units_and_cron_file_pass_their_tools() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_stackback")).unwrap();
+    let service = std::fs::read_to_string(repo().join("deploy/systemd/stackback.service")).unwrap();
+    let timer = std::fs::read_to_string(repo().join("deploy/systemd/stackback.timer")).unwrap();
+    for needle in [
+        "TimeoutStartSec=6h5min",
+        "StateDirectory=stackback",
+        "ReadWritePaths=-/var/lib/stackback",
+    ] {
+        assert!(service.contains(needle), "{needle}:\n{service}");
+    }
+    assert!(timer.contains("OnCalendar=*-*-* 02:00:00 UTC"), "{timer}");
+    // systemd-analyze wants an ExecStart= that exists.
+    std::fs::write(
+        tmp.path().join("stackback.service"),
+        service.replace("/usr/local/bin/stackback", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("stackback.timer"), &timer).unwrap();
+    let (ok, out) = tool(
+        "systemd-analyze",
+        &[
+            "verify",
+            tmp.path().join("stackback.service").to_str().unwrap(),
+            tmp.path().join("stackback.timer").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "systemd-analyze verify: {out}");
+    let (ok, out) = tool("systemd-analyze", &["calendar", "*-*-* 02:00:00 UTC"]);
+    assert!(ok, "{out}");
+
+    let cron = std::fs::read_to_string(repo().join("deploy/cron/stackback")).unwrap();
+    let job: Vec<&str> = cron.lines().filter(|l| l.contains(" root ")).collect();
+    assert_eq!(job.len(), 1, "{cron}");
+    let fields: Vec<&str> = job[0].splitn(7, ' ').collect();
+    assert_eq!(&fields[..6], ["0", "2", "*", "*", "*", "root"], "{cron}");
+    assert!(
+        fields[6].contains("timeout -k 60s 6h5m /usr/local/bin/stackback run"),
+        "{cron}"
+    );
+    let (ok, out) = tool("sh", &["-n", "-c", fields[6]]);
+    assert!(ok, "{out}");
+}
+
 /// Completions are valid bash that registers `stackback`; the man page renders with man(1) and
 /// names every command.
 #[test]
