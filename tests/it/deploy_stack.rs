@@ -129,7 +129,7 @@ fn promtool_unit_tests_of_the_alert_rules_pass() {
 /// The seed's stack (BACKUP.md: project `schedgen`, containers `schedgen-*`, volume
 /// `schedgen_minio_data`, an app and a worker beside PostgreSQL and MinIO), its services on a named
 /// network, and one `.env` shared by all of them in the stack's own conventions.
-const SEED_COMPOSE: &str = r#"services:
+pub(crate) const SEED_COMPOSE: &str = r#"services:
   backend:
     build: ./backend
     container_name: schedgen-backend
@@ -171,7 +171,7 @@ networks:
     driver: bridge
 "#;
 
-const SEED_ENV: &str = r#"POSTGRES_USER=schedgen
+pub(crate) const SEED_ENV: &str = r#"POSTGRES_USER=schedgen
 POSTGRES_PASSWORD=pg-secret
 POSTGRES_DB=schedgen
 DATABASE_URL=postgresql+asyncpg://schedgen:pg-secret@postgres:5432/schedgen
@@ -189,7 +189,7 @@ BACKUP_ALERT_EMAIL=admin@example.com
 /// A stack directory `ROOT/schedgen` (so compose's project is `schedgen`, as in the seed) with
 /// `compose` as its docker-compose.yml, `env` as its .env, and the override copied in as
 /// docs/manual.md says.
-fn stack(root: &Path, compose: &str, env: &str) -> PathBuf {
+pub(crate) fn stack(root: &Path, compose: &str, env: &str) -> PathBuf {
     let dir = root.join("schedgen");
     std::fs::create_dir_all(dir.join("backend")).unwrap();
     std::fs::write(dir.join("backend/Dockerfile"), "FROM python:3.12-slim\n").unwrap();
@@ -353,20 +353,33 @@ fn assert_inside(dir: &Path, owner: &str, path: &str) {
     );
 }
 
+/// [`assert_fits_stack_with`] for a stack whose database and MinIO services are named as the
+/// seed's: `postgres` and `minio`.
+pub(crate) fn assert_fits_stack(dir: &Path, override_file: &str, env: &[(&str, &str)]) -> Value {
+    assert_fits_stack_with(dir, override_file, env, &["postgres", "minio"])
+}
+
 /// The checks a compose override for the stack in `dir` must pass: `config` of the stack's file
-/// plus `override_file` resolves; the backup service is on the networks of the services named
-/// `postgres` and `minio`, has a host name and a stop grace above stackback's 60 s; no file of
-/// the stack or the override refers to a path outside the stack directory, and the override
-/// builds nothing. Returns the resolved configuration. (Also for `stackback install compose`.)
-pub fn assert_fits_stack(dir: &Path, override_file: &str, env: &[(&str, &str)]) -> Value {
+/// plus `override_file` resolves; the backup service shares a network with each service of
+/// `peers` (the stack's PostgreSQL and MinIO), has a host name and a stop grace above stackback's 60 s;
+/// no file of the stack or the override refers to a path outside the stack directory, and the
+/// override builds nothing. Returns the resolved configuration. (Also for the output of
+/// `stackback install compose`.)
+pub(crate) fn assert_fits_stack_with(
+    dir: &Path,
+    override_file: &str,
+    env: &[(&str, &str)],
+    peers: &[&str],
+) -> Value {
     let config = compose_config(dir, &["docker-compose.yml", override_file], env)
         .unwrap_or_else(|e| panic!("docker-compose config: {e}"));
     let backup = &config["services"]["backup"];
     let on = networks(&config, "backup");
-    for peer in ["postgres", "minio"] {
+    for peer in peers {
+        // One shared network is enough to reach the service by name.
         assert!(
-            networks(&config, peer).is_subset(&on),
-            "backup is on {on:?}, {peer} on {:?}",
+            !networks(&config, peer).is_disjoint(&on),
+            "backup is on {on:?}, {peer} on {:?}: no network in common",
             networks(&config, peer)
         );
     }
