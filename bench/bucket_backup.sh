@@ -18,7 +18,7 @@ PGPASSWORD=$PW "$(pg_bindir)/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d 
 garage_start "$WORK/garage" "$S3PORT"
 export MINIO_ENDPOINT=http://127.0.0.1:$S3PORT MINIO_ACCESS_KEY=$GARAGE_KEY_ID MINIO_SECRET_KEY=$GARAGE_SECRET MINIO_REGION=garage MINIO_BUCKET=bench
 export POSTGRES_HOST=127.0.0.1 POSTGRES_PORT=$PORT POSTGRES_USER=postgres POSTGRES_PASSWORD=$PW POSTGRES_DB=app BACKUP_MIN_DB_BYTES=0
-S3=(env S3_ENDPOINT="$MINIO_ENDPOINT" AWS_ACCESS_KEY_ID=$MINIO_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$MINIO_SECRET_KEY AWS_DEFAULT_REGION=garage python3 tests/it/support/s3tool.py)
+S3=(env S3_ENDPOINT="$MINIO_ENDPOINT" AWS_ACCESS_KEY_ID=$MINIO_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$MINIO_SECRET_KEY AWS_DEFAULT_REGION=garage "$VENV_PY" tests/it/support/s3tool.py)
 "${S3[@]}" populate bench --bulk "$N" --big-mib "$BIG"
 measure() { # label, command...
   local label=$1; shift

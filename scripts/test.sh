@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 ensure_rust
 ensure_system_deps
+# The Python test tools' virtual environment, first on PATH: the tests find moto_server, hadolint
+# and python3 (boto3, aiosmtpd, PyYAML) there.
+ensure_venv
 ensure_s3_servers
 ensure_notify_services
 ensure_deploy_tools

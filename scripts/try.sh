@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 ensure_rust
 ensure_system_deps
+ensure_venv
 ensure_moto
 log "building stackback (release)"
 cargo build --release --quiet
@@ -34,11 +35,11 @@ unset PGPASSWORD
 # A throwaway S3 server (moto: the lightest real one) with a bucket of sample "PDFs".
 S3PORT=$(free_port)
 log "starting a throwaway S3 server (moto) on 127.0.0.1:$S3PORT"
-moto_server -H 127.0.0.1 -p "$S3PORT" >"$WORK/moto.log" 2>&1 &
+"$STACKBACK_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$S3PORT") 2>/dev/null && break; sleep 0.2; done
 export MINIO_ENDPOINT=http://127.0.0.1:$S3PORT MINIO_ROOT_USER=minioadmin MINIO_ROOT_PASSWORD=minio-secret-key MINIO_BUCKET=schedgen-pdfs
-S3=(env S3_ENDPOINT="$MINIO_ENDPOINT" AWS_ACCESS_KEY_ID=$MINIO_ROOT_USER AWS_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD AWS_DEFAULT_REGION=us-east-1 python3 tests/it/support/s3tool.py)
+S3=(env S3_ENDPOINT="$MINIO_ENDPOINT" AWS_ACCESS_KEY_ID=$MINIO_ROOT_USER AWS_SECRET_ACCESS_KEY=$MINIO_ROOT_PASSWORD AWS_DEFAULT_REGION=us-east-1 "$VENV_PY" tests/it/support/s3tool.py)
 "${S3[@]}" populate schedgen-pdfs --bulk 200
 
 # Only the seed's variables: this is all an operator has to set.

@@ -9,6 +9,7 @@ mod backup;
 mod buckets;
 mod daemon;
 mod deploy;
+mod deploy_stack;
 mod failures;
 mod faults;
 mod notify;

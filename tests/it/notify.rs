@@ -227,20 +227,6 @@ fn pushgateway_keeps_the_last_success_after_a_failed_run() {
 }
 
 #[test]
-fn prometheus_rules_pass_promtool() {
-    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/prometheus/stackback-rules.yml");
-    let (ok, out) = tool("promtool", &["check", "rules", rules.to_str().unwrap()]);
-    assert!(ok, "promtool: {out}");
-    assert!(out.contains("SUCCESS: 2 rules found"), "{out}");
-    let text = std::fs::read_to_string(&rules).unwrap();
-    assert!(text.contains("BackupFailed") && text.contains("BackupStale"));
-    assert!(
-        text.contains("backup_last_success_timestamp_seconds") && text.contains("backup_success")
-    );
-}
-
-#[test]
 fn low_free_space_is_alerted_although_the_backup_is_good() {
     let c = cluster();
     let db = c.seeded_db("lowspace");

@@ -112,7 +112,7 @@ with tarfile.open(sys.argv[1], "w:gz") as t:
             info.size = len(data)
             t.addfile(info, io.BytesIO(data))
 "#;
-    let out = std::process::Command::new("python3")
+    let out = python3()
         .args(["-c", script, path.to_str().unwrap(), &spec])
         .output()
         .unwrap();

@@ -376,8 +376,43 @@ pub fn root_dir(name: &str) -> PathBuf {
     root
 }
 
-/// A program from PATH or ~/.cargo/bin.
+/// The Python virtual environment that scripts/lib.sh installs the Python test tools into (moto,
+/// boto3, aiosmtpd, PyYAML, hadolint): `$STACKBACK_VENV`, else `$XDG_CACHE_HOME/stackback-venv`,
+/// else `~/.cache/stackback-venv`. The same rule as lib.sh's.
+pub fn venv_dir() -> PathBuf {
+    if let Some(v) = std::env::var_os("STACKBACK_VENV").filter(|v| !v.is_empty()) {
+        return PathBuf::from(v);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home_dir().join(".cache"));
+    cache.join("stackback-venv")
+}
+
+fn home_dir() -> PathBuf {
+    PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+}
+
+/// A `python3` command for the support scripts that import boto3, aiosmtpd or PyYAML: the
+/// virtual environment's interpreter when it exists, else `python3` from PATH (where a missing
+/// module makes the script, and so the test, fail).
+pub fn python3() -> Command {
+    let venv = venv_dir().join("bin/python3");
+    Command::new(if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    })
+}
+
+/// A program from the Python test tools' virtual environment, PATH or ~/.cargo/bin, in that
+/// order. Panics (the test fails) when it is in none of them.
 pub fn find_binary(name: &str) -> PathBuf {
+    let venv = venv_dir().join("bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
     if let Ok(p) = std::env::var("PATH") {
         for d in std::env::split_paths(&p) {
             if d.join(name).is_file() {
@@ -385,8 +420,7 @@ pub fn find_binary(name: &str) -> PathBuf {
             }
         }
     }
-    let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()));
-    let cargo = home.join(".cargo/bin").join(name);
+    let cargo = home_dir().join(".cargo/bin").join(name);
     if cargo.is_file() {
         return cargo;
     }
@@ -396,7 +430,7 @@ pub fn find_binary(name: &str) -> PathBuf {
 /// Sets fields of a run record (dotted paths: `artifacts.0.stored_sha256`) and recomputes its
 /// self-checksum as docs/run-record.md documents it: what a forger, or a careless hand, would do.
 pub fn forge_record<S: AsRef<str>>(path: &Path, edits: &[(S, serde_json::Value)]) {
-    let mut cmd = Command::new("python3");
+    let mut cmd = python3();
     cmd.arg(support_file("record.py")).arg(path);
     for (field, value) in edits {
         cmd.arg(field.as_ref()).arg(value.to_string());

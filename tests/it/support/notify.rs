@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::tls::TestCa;
-use super::{root_dir, spawn_tied, start_on_free_port, support_file, wait_port, wait_until, Tied};
+use super::{
+    python3, root_dir, spawn_tied, start_on_free_port, support_file, wait_port, wait_until, Tied,
+};
 
 pub struct Smtp {
     pub port: u16,
@@ -98,7 +100,7 @@ impl Smtp {
 /// and writes it to PORTFILE (so no other process can take it in between).
 pub fn spawn_reporting_port(what: &str, root: &Path, script: &str, args: &[&Path]) -> (u16, Tied) {
     let portfile = root.join("port");
-    let mut cmd = Command::new("python3");
+    let mut cmd = python3();
     cmd.arg(support_file(script)).arg(&portfile).args(args);
     let server = spawn_tied(cmd, &root.join(format!("{what}.log")), libc::SIGKILL);
     let mut port = 0;

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::{find_binary, root_dir, spawn_tied, start_on_free_port, support_file, wait_port};
+use super::{
+    find_binary, python3, root_dir, spawn_tied, start_on_free_port, support_file, wait_port,
+};
 
 pub struct S3Server {
     pub name: &'static str,
@@ -185,7 +187,7 @@ impl S3Server {
 
     /// [`S3Server::tool`] addressing the server as `endpoint` (a proxy in front of it).
     pub fn tool_via(&self, endpoint: &str, args: &[&str]) -> String {
-        let mut cmd = Command::new("python3");
+        let mut cmd = python3();
         cmd.arg(support_file("s3tool.py"))
             .args(args)
             .env("S3_ENDPOINT", endpoint)
