@@ -56,7 +56,7 @@ pub(crate) enum Command {
     /// Back up the database (and buckets, when configured), verify, record the run.
     #[command(display_order = 1)]
     Run {
-        /// Compression of this run's artifacts (overrides BACKUP_COMPRESSION).
+        /// Compression of this run's artifacts (overrides BACKUP_COMPRESSION; gzip is the seed's).
         #[arg(long, value_enum, value_name = "KIND")]
         compression: Option<CompressionArg>,
     },
@@ -127,11 +127,12 @@ pub(crate) enum Command {
 /// `--compression` values, so help and completions list them.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum CompressionArg {
-    /// `.sql.gz`, `.tar.gz`: the seed's format.
+    // Plain comments, not doc comments: clap would turn these into a long help per value.
+    // `.sql.gz`, `.tar.gz`: the seed's format.
     Gzip,
-    /// `.zst`: much faster.
+    // `.zst`: much faster.
     Zstd,
-    /// Uncompressed.
+    // Uncompressed.
     None,
 }
 
@@ -178,6 +179,19 @@ pub(crate) enum InstallCommand {
         /// Where the job's output goes (default /var/log/NAME.log).
         #[arg(long)]
         log: Option<PathBuf>,
+    },
+    /// Fit docker-compose.backup.yml to a compose stack (its PostgreSQL and MinIO services,
+    /// network and volume) and add what its .env lacks.
+    Compose {
+        /// The stack's directory, holding its docker-compose.yml and .env.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        stack_dir: PathBuf,
+        /// Print what would be written.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace an existing docker-compose.backup.yml.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -5,6 +5,7 @@
 //!
 //! Everything here is pure text generation; [`write_files`] is the one place that touches disk.
 
+pub mod compose;
 mod cron;
 mod systemd;
 
@@ -221,8 +222,6 @@ pub fn execute(root: &Path, plan: &Plan) -> Result<Vec<PathBuf>> {
 /// Writes files under `root` (`/` normally), creating directories; refuses to overwrite an
 /// existing env file, which holds the operator's settings.
 pub fn write_files(root: &Path, files: &[FileOut]) -> Result<Vec<PathBuf>> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut written = Vec::new();
     for f in files {
         let rel = f.path.strip_prefix("/").unwrap_or(&f.path);
@@ -233,23 +232,36 @@ pub fn write_files(root: &Path, files: &[FileOut]) -> Result<Vec<PathBuf>> {
         if f.mode == 0o600 && path.exists() {
             continue;
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let tmp = path.with_file_name(format!(".{}.stackback-tmp", name.unwrap_or_default()));
-        let _ = std::fs::remove_file(&tmp);
-        // Created with its final mode: a file holding secrets is never readable by others, not
-        // even between its creation and a chmod. The chmod then undoes what the umask took.
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(f.mode)
-            .open(&tmp)
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
-        out.set_permissions(std::fs::Permissions::from_mode(f.mode))
-            .and_then(|()| out.write_all(f.content.as_bytes()))
-            .and_then(|()| out.sync_all())
-            .map_err(|e| Error::io("cannot write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("cannot write", &path, e))?;
+        replace_file(
+            path.parent().unwrap_or(Path::new("/")),
+            &FileOut {
+                path: path.clone(),
+                ..f.clone()
+            },
+        )?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes `f` (an absolute path in `dir`) through a temp file created with its final mode: a file
+/// holding secrets is never readable by others, not even between its creation and a chmod. The
+/// chmod then undoes what the umask took.
+fn replace_file(dir: &Path, f: &FileOut) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{}.stackback-tmp", name.unwrap_or_default()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(f.mode)
+        .open(&tmp)
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    out.set_permissions(std::fs::Permissions::from_mode(f.mode))
+        .and_then(|()| out.write_all(f.content.as_bytes()))
+        .and_then(|()| out.sync_all())
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    std::fs::rename(&tmp, &f.path).map_err(|e| Error::io("cannot write", &f.path, e))
 }

@@ -56,6 +56,9 @@ pub async fn run(
     daemon: Option<&DaemonCounters>,
 ) -> Result<JobReport> {
     let notify_cfg = cfg.notify()?;
+    for w in cfg.warnings() {
+        tracing::warn!("configuration: {w}");
+    }
     let run = match cfg.run_timeout() {
         Ok(limit) => {
             let stop = async move {

@@ -19,10 +19,14 @@ impl Daemon {
         let mut all = vec!["daemon"];
         all.extend_from_slice(args);
         start_on_free_port("the daemon", |port| {
-            let env = with(
+            let mut env = with(
                 env.to_vec(),
                 &[("BACKUP_HTTP_ADDR", &format!("127.0.0.1:{port}"))],
             );
+            // Schedules of seconds: the start-up check may not hold the first run for minutes.
+            if !env.iter().any(|(k, _)| k == "BACKUP_STARTUP_GRACE") {
+                env.push(("BACKUP_STARTUP_GRACE".into(), "1s".into()));
+            }
             let mut child = stackback_cmd(&all, &env)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

@@ -78,7 +78,7 @@ fn generated_systemd_units_pass_systemd_analyze_verify() {
     let service = std::fs::read_to_string(dir.join("stackback.service")).unwrap();
     let timer = std::fs::read_to_string(dir.join("stackback.timer")).unwrap();
     assert!(
-        timer.contains("OnCalendar=Mon..Fri *-*-* 03:30:00"),
+        timer.contains("OnCalendar=Mon..Fri *-*-* 03:30:00 UTC"),
         "{timer}"
     );
     assert!(timer.contains("Persistent=true") && timer.contains("RandomizedDelaySec=5m"));
@@ -100,13 +100,24 @@ fn generated_systemd_units_pass_systemd_analyze_verify() {
     ] {
         assert!(service.contains(h), "{h} missing:\n{service}");
     }
+    // `-`: a missing directory does not stop the unit; the installer created it anyway, so the
+    // first run of a fresh install finds it.
     assert!(
         service.contains(&format!(
-            "ReadWritePaths={}",
+            "ReadWritePaths=-{}",
             tmp.path().join("backups").display()
         )),
         "{service}"
     );
+    let made = root.join(tmp.path().join("backups").strip_prefix("/").unwrap());
+    assert!(
+        made.is_dir(),
+        "the installer did not create {}",
+        made.display()
+    );
+    assert_eq!(mode(&made), 0o700);
+    // The outer limit is above stackback's own: 6h + 60s + 60s margin by default.
+    assert!(service.contains("TimeoutStartSec=21720"), "{service}");
     let (ok, out) = tool(
         "systemd-analyze",
         &[

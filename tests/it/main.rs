@@ -12,6 +12,7 @@ mod deploy;
 mod deploy_stack;
 mod failures;
 mod faults;
+mod field;
 mod notify;
 mod prune;
 mod regress_files;

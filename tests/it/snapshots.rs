@@ -24,6 +24,7 @@ const COMMANDS: &[&[&str]] = &[
     &["alert", "test"],
     &["install"],
     &["install", "systemd"],
+    &["install", "compose"],
     &["install", "cron"],
     &["completions"],
     &["man"],
@@ -66,6 +67,11 @@ fn settings(volatile: bool) -> insta::Settings {
         return s;
     }
     for (re, to) in [
+        // The next scheduled run, in the schedule's zone, with the time left.
+        (
+            r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} [A-Z]+ \(in [^)]*\)",
+            "[NEXT_RUN]",
+        ),
         // RFC 3339 times (records, JSON) and the text renderings' "YYYY-MM-DD HH:MM:SS".
         (
             r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?",

@@ -20,6 +20,9 @@ pub fn run(cfg: &Config) -> Result<i32, Error> {
         );
     }
     drop(out);
+    for w in cfg.warnings() {
+        eprintln!("warning: {w}");
+    }
     let problems: Vec<Error> = Section::ALL
         .iter()
         .filter_map(|s| cfg.require(&[*s]).err())

@@ -10,6 +10,11 @@ use crate::cli::InstallCommand;
 
 pub fn run(cfg: &Config, cmd: &InstallCommand) -> Result<i32, Error> {
     let (kind, name, dry_run, root) = match cmd {
+        InstallCommand::Compose {
+            stack_dir,
+            dry_run,
+            force,
+        } => return compose(stack_dir, *dry_run, *force),
         InstallCommand::Systemd {
             name,
             user,
@@ -70,5 +75,32 @@ pub fn run(cfg: &Config, cmd: &InstallCommand) -> Result<i32, Error> {
         println!("wrote {}", w.display());
     }
     println!("next:\n{}", plan.next_steps);
+    Ok(exit::OK)
+}
+
+fn compose(dir: &std::path::Path, dry_run: bool, force: bool) -> Result<i32, Error> {
+    let r = stackback::install::compose::install(dir, dry_run, force)?;
+    let s = &r.stack;
+    println!(
+        "stack {}: PostgreSQL service {}, MinIO service {}, network {}",
+        s.project,
+        s.postgres,
+        s.minio.as_deref().unwrap_or("(none)"),
+        s.network.as_deref().unwrap_or("default")
+    );
+    if dry_run {
+        println!("# {}\n{}", r.override_file.display(), r.override_content);
+        for l in &r.env_added {
+            println!("# {} += {l}", r.env_file.display());
+        }
+        return Ok(exit::OK);
+    }
+    println!("wrote {}", r.override_file.display());
+    for l in &r.env_added {
+        println!("added to {}: {l}", r.env_file.display());
+    }
+    println!(
+        "next:\n  docker build -t stackback:latest -f deploy/Dockerfile .   # in a stackback checkout, once\n  mkdir -p backups && sudo chown 10001 backups\n  docker compose -f docker-compose.yml -f docker-compose.backup.yml up -d backup"
+    );
     Ok(exit::OK)
 }

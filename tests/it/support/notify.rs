@@ -188,7 +188,7 @@ impl Pushgateway {
         text.lines()
             .filter(|l| {
                 l.starts_with(&format!("{name}{{"))
-                    && l.contains("job=\"stackback\"")
+                    && l.contains("job=\"backup\"")
                     && l.contains(label)
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
