@@ -6,10 +6,16 @@
 mod support;
 
 mod backup;
+mod bad_archive;
+mod bad_input;
 mod buckets;
 mod daemon;
 mod deploy;
 mod failures;
+mod fault_corrupt;
+mod fault_db;
+mod fault_disk;
+mod fault_s3;
 mod faults;
 mod notify;
 mod prune;
@@ -17,7 +23,9 @@ mod regress_files;
 mod regress_restore;
 mod regress_run;
 mod restore;
+mod security;
 mod smtp;
 mod snapshots;
+mod soak;
 mod verify;
 mod volume;
