@@ -108,9 +108,13 @@ fn base_env(dir: &Path) -> Vec<(String, String)> {
 
 /// `stackback CMD`, killed after a minute (a daemon that took a bad setting would never end).
 fn within_a_minute(cmd: &str, env: &[(String, String)]) -> Run {
+    within_a_minute_args(&[cmd], env)
+}
+
+fn within_a_minute_args(args: &[&str], env: &[(String, String)]) -> Run {
     let out = tempfile::tempdir().unwrap();
     let (o, e) = (out.path().join("out"), out.path().join("err"));
-    let mut child = stackback_cmd(&[cmd], env)
+    let mut child = stackback_cmd(args, env)
         .stdout(std::fs::File::create(&o).unwrap())
         .stderr(std::fs::File::create(&e).unwrap())
         .spawn()
@@ -224,8 +228,15 @@ fn malformed_and_ill_typed_toml_files_exit_2_naming_the_key() {
     let dir = tmp.path().join("b");
     for (text, names) in BAD_TOML {
         std::fs::write(&file, text).unwrap();
-        for cmd in ["config", "run"] {
-            let r = stackback(&["--config", file.to_str().unwrap(), cmd], &toml_env(&dir));
+        // The command that reads the key: `run`, or the daemon for its own settings.
+        let user = if read_by_run(names) { "run" } else { "daemon" };
+        for cmd in ["config", user] {
+            let args = ["--config", file.to_str().unwrap(), cmd];
+            let r = if cmd == "daemon" {
+                within_a_minute_args(&args, &toml_env(&dir))
+            } else {
+                stackback(&args, &toml_env(&dir))
+            };
             no_panic(&r, text);
             assert_eq!(r.code, 2, "{cmd} with {text:?}: {}", r.all());
             assert!(

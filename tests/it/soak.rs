@@ -71,6 +71,7 @@ fn fifty_daemon_runs_stay_inside_retention_without_leaking() {
             .count()
     };
     let mut first: Option<(usize, u64)> = None;
+    let mut along = Vec::new();
     let mut last = (0, 0);
     let mut run_bytes = 0u64;
     let mut worst_disk = (0usize, 0u64);
@@ -116,6 +117,9 @@ fn fifty_daemon_runs_stay_inside_retention_without_leaking() {
         if first.is_none() {
             first = Some(u);
         }
+        if n % 10 == 0 {
+            along.push(format!("run {n}: {} fds, {} KiB", u.0, u.1));
+        }
         last = u;
     }
     let first = first.unwrap();
@@ -127,14 +131,16 @@ fn fifty_daemon_runs_stay_inside_retention_without_leaking() {
         "soak: {RUNS} daemon runs (*/2 s schedule, RETENTION_DAYS=0 KEEP_LAST=5, database + bucket)\n\
          disk: at most {} artifact files, {} bytes (one run: {run_bytes} bytes; bound 6 runs)\n\
          fds: run 1 {}, run {RUNS} {}\n\
-         VmRSS: run 1 {} KiB, run {RUNS} {} KiB ({:+.1} %)\n",
+         VmRSS: run 1 {} KiB, run {RUNS} {} KiB ({:+.1} %)\n\
+         along the way: {}\n",
         worst_disk.0,
         worst_disk.1,
         first.0,
         last.0,
         first.1,
         last.1,
-        (last.1 as f64 - first.1 as f64) * 100.0 / first.1 as f64
+        (last.1 as f64 - first.1 as f64) * 100.0 / first.1 as f64,
+        along.join("; ")
     );
     println!("{report}");
     let _ = std::fs::write(
