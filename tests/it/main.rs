@@ -6,11 +6,17 @@
 mod support;
 
 mod backup;
+mod bad_archive;
+mod bad_input;
 mod buckets;
 mod daemon;
 mod deploy;
 mod deploy_stack;
 mod failures;
+mod fault_corrupt;
+mod fault_db;
+mod fault_disk;
+mod fault_s3;
 mod faults;
 mod field;
 mod notify;
@@ -19,7 +25,9 @@ mod regress_files;
 mod regress_restore;
 mod regress_run;
 mod restore;
+mod security;
 mod smtp;
 mod snapshots;
+mod soak;
 mod verify;
 mod volume;

@@ -7,11 +7,13 @@
 //! - [`notify`]: SMTP, webhook receiver, Pushgateway.
 //! - [`proxy`]: a fault-injecting HTTP proxy to put in front of a server.
 //! - [`tls`]: a throwaway CA and a server certificate it signed.
+//! - [`fault`]: what every fault scenario asserts (alerts, earlier backups, nothing good added).
 //!
 //! A service that cannot start makes the test fail, never skip.
 
 #![allow(dead_code)]
 
+pub mod fault;
 pub mod notify;
 pub mod pg;
 pub mod proxy;

@@ -173,17 +173,7 @@ impl Cluster {
             "initdb",
         )?;
         let (port, server) = start_on_free_port("postgres", |port| {
-            let mut cmd = Command::new(bin.join("postgres"));
-            cmd.arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(&root)
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-                .args(["-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "max_connections=200"]);
-            as_pg(&mut cmd);
-            // SIGQUIT: PostgreSQL's immediate shutdown, so no server outlives the tests.
-            let server = spawn_tied(cmd, &root.join("postgres.log"), libc::SIGQUIT);
+            let server = spawn_postgres(&bin, &root, port);
             wait_ready(&bin, port, &server)?;
             Ok((port, server))
         });
@@ -202,6 +192,17 @@ impl Cluster {
     pub fn stop(&self, signal: i32) {
         assert!(self.private, "only a private cluster may be stopped");
         self.server.stop(signal, Duration::from_secs(30));
+    }
+
+    /// Starts a stopped private cluster again, on the same port and data (a fault is over).
+    pub fn restart(&mut self) {
+        assert!(self.private, "only a private cluster may be restarted");
+        assert!(!self.server.alive(), "the server is still running");
+        // A server stopped by SIGQUIT or SIGKILL may leave its pid file: postgres itself
+        // checks that the pid in it is gone before starting.
+        self.server = spawn_postgres(&self.bin, &self.root, self.port);
+        wait_ready(&self.bin, self.port, &self.server)
+            .unwrap_or_else(|e| panic!("the restarted server did not come up: {e}"));
     }
 
     fn psql_cmd(&self, db: &str) -> Command {
@@ -367,6 +368,21 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// The server process of the cluster under `root`, on `port`.
+fn spawn_postgres(bin: &Path, root: &Path, port: u16) -> Tied {
+    let mut cmd = Command::new(bin.join("postgres"));
+    cmd.arg("-D")
+        .arg(root.join("data"))
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(root)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .args(["-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "max_connections=200"]);
+    as_pg(&mut cmd);
+    // SIGQUIT: PostgreSQL's immediate shutdown, so no server outlives the tests.
+    spawn_tied(cmd, &root.join("postgres.log"), libc::SIGQUIT)
 }
 
 fn wait_ready(bin: &Path, port: u16, server: &Tied) -> Result<(), String> {
