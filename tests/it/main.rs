@@ -21,5 +21,6 @@ mod regress_run;
 mod restore;
 mod smtp;
 mod snapshots;
+mod status_page;
 mod verify;
 mod volume;
