@@ -117,6 +117,11 @@ pub fn time(t: DateTime<Utc>, tz: Tz) -> String {
         .to_string()
 }
 
+/// `2026-11-26 02:00 CET`: the same, to the minute, where space is short.
+pub fn minute(t: DateTime<Utc>, tz: Tz) -> String {
+    t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string()
+}
+
 /// `3h ago`, or `in 5h` for an instant after `now`.
 pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let s = (now - t).num_seconds();

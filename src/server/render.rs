@@ -139,8 +139,8 @@ fn cards(s: &mut String, d: &PageData) {
             human_bytes(t.total_bytes)
         ),
         format!(
-            "{} good runs: {} database and {} bucket backups",
-            t.ok, t.database_backups, t.bucket_backups
+            "{} database and {} bucket backups",
+            t.database_backups, t.bucket_backups
         ),
     ];
     let big = format!("{} on disk", human_bytes(t.bytes_on_disk));
@@ -173,15 +173,12 @@ fn last_run_card(s: &mut String, d: &PageData) {
     card(s, "last-run", "Last run", &big, &lines);
 }
 
+const NOT_CONFIGURED: &str = r#"<span class="muted">not configured</span>"#;
+
 fn remote_card(s: &mut String, d: &PageData) {
     let Some(r) = &d.remote else {
-        return card(
-            s,
-            "remote",
-            "Off-site copy",
-            r#"<span class="muted">not configured</span>"#,
-            &[],
-        );
+        let lines = ["every backup is on this host only".to_string()];
+        return card(s, "remote", "Off-site copy", NOT_CONFIGURED, &lines);
     };
     let mut lines = vec![format!(
         r#"to <span class="mono">{}</span>"#,
@@ -208,13 +205,8 @@ fn remote_card(s: &mut String, d: &PageData) {
 
 fn restore_test_card(s: &mut String, d: &PageData) {
     let Some(t) = &d.restore_test else {
-        return card(
-            s,
-            "restore-test",
-            "Restore test",
-            r#"<span class="muted">not configured</span>"#,
-            &[],
-        );
+        let lines = ["backups are verified, never test-restored".to_string()];
+        return card(s, "restore-test", "Restore test", NOT_CONFIGURED, &lines);
     };
     let mut lines = Vec::new();
     if let Some(id) = &t.run_id {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::html::{self, badge, pill, relative, time, Esc};
+use super::html::{self, badge, minute, pill, relative, Esc};
 use super::page::{PageData, RunRow};
 use crate::ops::list::{FileSummary, RunSummary};
 use crate::units::human_bytes;
@@ -13,11 +13,11 @@ use crate::units::human_bytes;
 pub fn history(s: &mut String, d: &PageData) {
     let _ = write!(
         s,
-        r#"<section class="panel"><h2>History: {n} runs in the directory</h2><table id="history"><thead><tr><th>Run</th><th>Started</th><th>Status</th><th class="num">Size</th><th class="num">Duration</th><th>Verification</th><th>Restore test</th><th>Backups and errors</th></tr></thead><tbody>"#,
+        r#"<section class="panel"><h2>History: {n} runs in the directory</h2><table id="history"><thead><tr><th>Run (started)</th><th>Status</th><th class="num">Size</th><th class="num">Duration</th><th>Verification</th><th>Restore test</th><th>Backups and errors</th></tr></thead><tbody>"#,
         n = d.history.len(),
     );
     if d.history.is_empty() {
-        s.push_str(r#"<tr><td colspan="8" class="muted">No run yet.</td></tr>"#);
+        s.push_str(r#"<tr><td colspan="7" class="muted">No run yet.</td></tr>"#);
     }
     for row in &d.history {
         run_row(s, row, d);
@@ -35,10 +35,10 @@ fn run_row(s: &mut String, row: &RunRow, d: &PageData) {
         .map_or_else(|| "—".to_string(), html::duration);
     let _ = write!(
         s,
-        r#"<tr data-run="{id}" data-status="{st}" data-bytes="{b}"><td class="mono">{id}</td><td class="nowrap">{t}<div class="muted small">{ago}</div></td><td data-field="status">{badge}</td><td class="num" data-field="size" title="{b} bytes">{size}</td><td class="num" data-field="duration">{duration}</td><td class="nowrap" data-field="verification">{verify}</td><td data-field="restore-test">{test}</td><td>"#,
+        r#"<tr data-run="{id}" data-status="{st}" data-bytes="{b}"><td class="nowrap"><span class="mono">{id}</span><div class="muted small">{t} · {ago}</div></td><td data-field="status">{badge}</td><td class="num" data-field="size" title="{b} bytes">{size}</td><td class="num" data-field="duration">{duration}</td><td class="nowrap" data-field="verification">{verify}</td><td data-field="restore-test">{test}</td><td>"#,
         st = r.status.as_str(),
         b = r.bytes,
-        t = Esc(&time(r.started_at, d.tz)),
+        t = Esc(&minute(r.started_at, d.tz)),
         ago = Esc(&relative(r.started_at, d.now)),
         badge = badge(r.status.as_str()),
         size = human_bytes(r.bytes),
@@ -48,12 +48,13 @@ fn run_row(s: &mut String, row: &RunRow, d: &PageData) {
     if !r.artifacts.is_empty() {
         s.push_str(r#"<ul class="files">"#);
         for a in &r.artifacts {
+            // The kind is in the file's name (db_, minio_...); spelled out on hover.
             let objects = a
                 .objects
-                .map_or(String::new(), |n| format!(", {n} objects"));
+                .map_or(String::new(), |n| format!(" · {n} objects"));
             let _ = write!(
                 s,
-                r#"<li><span class="mono">{f}</span> <span class="muted small nowrap">{k} · {size}{objects}</span></li>"#,
+                r#"<li title="{k}"><span class="mono">{f}</span> <span class="muted small nowrap">{size}{objects}</span></li>"#,
                 f = Esc(&a.file),
                 k = Esc(&a.kind.to_string()),
                 size = human_bytes(a.bytes),
@@ -84,7 +85,7 @@ fn verification(r: &RunSummary) -> String {
     match (n, missing, unverified) {
         (0, _, _) => r#"<span class="muted">—</span>"#.into(),
         (_, 0, 0) => format!(
-            r#"{} <span class="muted small">{n} {files}</span>"#,
+            r#"<span title="{n} {files}, each on disk and verified">{}</span>"#,
             pill("ok", "verified")
         ),
         (_, 0, u) => pill("partial", &format!("{u} of {n} unverified")),
@@ -118,7 +119,7 @@ fn totals(s: &mut String, d: &PageData) {
     };
     let _ = write!(
         s,
-        r#"<tfoot><tr><td colspan="8" id="totals">{} runs: {} ok, {} partial, {} failed, {} incomplete · {} database and {} bucket backups · {} on disk, {} free</td></tr></tfoot>"#,
+        r#"<tfoot><tr><td colspan="7" id="totals">{} runs: {} ok, {} partial, {} failed, {} incomplete · {} database and {} bucket backups · {} on disk, {} free</td></tr></tfoot>"#,
         n("runs", t.runs),
         n("ok", t.ok),
         n("partial", t.partial),
