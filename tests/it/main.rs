@@ -29,5 +29,6 @@ mod security;
 mod smtp;
 mod snapshots;
 mod soak;
+mod status_page;
 mod verify;
 mod volume;
