@@ -7,6 +7,7 @@
 mod args;
 mod cmd;
 mod render;
+mod signals;
 
 use clap::Parser;
 use stackback::config::{Config, Key, LoadInput};

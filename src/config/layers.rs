@@ -66,8 +66,19 @@ pub struct Resolved {
 
 impl Resolved {
     /// The value as it may be shown: secrets redacted, URL passwords masked.
+    /// The value as shown by `config`: trimmed as the parsers trim it, secrets hidden, and any
+    /// control character left inside escaped so that one setting stays one row.
     pub fn display_value(&self) -> String {
-        match &self.value {
+        let shown = self.shown_value();
+        if shown.chars().any(char::is_control) {
+            shown.escape_debug().to_string()
+        } else {
+            shown
+        }
+    }
+
+    fn shown_value(&self) -> String {
+        match self.value.as_deref().map(str::trim) {
             None => "(unset)".into(),
             Some(v) if self.setting.id == Key::PostgresUrl => crate::redact::redact_url(v),
             Some(_) if self.setting.secret => "***".into(),

@@ -25,6 +25,11 @@ impl Settings {
             .map_err(|_| k.error(format!("expected {what}, got {v:?}")))
     }
 
+    /// A TCP port, 1-65535: 0 would mean "any port" to a listener and nothing to a client.
+    fn port(&self, k: Key) -> Result<Option<u16>> {
+        self.get(k).map(|v| parse_port(k, v)).transpose()
+    }
+
     fn bytes(&self, k: Key) -> Result<u64> {
         parse_bytes(self.text(k)).map_err(|e| k.error(e))
     }
@@ -97,9 +102,7 @@ impl PostgresConfig {
     pub fn build(s: &Settings) -> Result<Self> {
         let mut c = PostgresConfig {
             host: s.text(Key::PostgresHost).to_string(),
-            port: s
-                .number::<u16>(Key::PostgresPort, "a port number (1-65535)")
-                .map_err(|_| Key::PostgresPort.error("expected a port number (1-65535)"))?,
+            port: parse_port(Key::PostgresPort, s.text(Key::PostgresPort))?,
             user: s.text(Key::PostgresUser).to_string(),
             password: s.get(Key::PostgresPassword).map(Secret::new),
             db: String::new(),
@@ -380,14 +383,7 @@ impl ObjectsConfig {
 /// port, the endpoint's wins (`stackback config` warns).
 fn minio_endpoint(s: &Settings, raw: &str) -> Result<String> {
     let raw = raw.trim();
-    let port = s
-        .get(Key::MinioPort)
-        .map(|p| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| Key::MinioPort.error(format!("expected a port number, got {p:?}")))
-        })
-        .transpose()?;
+    let port = s.port(Key::MinioPort)?;
     let with_scheme = if raw.contains("://") {
         raw.to_string()
     } else {
@@ -587,10 +583,8 @@ impl SmtpConfig {
             ],
             "starttls, tls or none",
         )?;
-        let port = match s.get(Key::SmtpPort) {
-            Some(p) => p
-                .parse()
-                .map_err(|_| Key::SmtpPort.error(format!("expected a port number, got {p:?}")))?,
+        let port = match s.port(Key::SmtpPort)? {
+            Some(p) => p,
             None => match tls {
                 SmtpTls::Starttls => 587,
                 SmtpTls::Tls => 465,
@@ -701,4 +695,11 @@ pub fn http_addr(s: &Settings) -> Result<std::net::SocketAddr> {
             "expected HOST:PORT such as 127.0.0.1:9187, got {v:?}"
         ))
     })
+}
+
+fn parse_port(k: Key, v: &str) -> Result<u16> {
+    match v.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(k.error(format!("expected a port number (1-65535), got {v:?}"))),
+    }
 }

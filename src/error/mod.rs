@@ -68,6 +68,8 @@ pub enum S3ErrorKind {
     /// No connection: refused, unresolvable, reset.
     Unreachable,
     Timeout,
+    /// The connection broke in the middle of a body, on every attempt.
+    Interrupted,
     /// The service answered with another error (5xx, ...).
     Service,
     Other,
@@ -85,6 +87,8 @@ pub struct S3Error {
     pub status: Option<u16>,
     pub detail: String,
 }
+
+impl std::error::Error for S3Error {}
 
 impl fmt::Display for S3Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -342,6 +346,9 @@ fn s3_hint(kind: S3ErrorKind) -> &'static str {
         }
         S3ErrorKind::Unreachable | S3ErrorKind::Timeout => {
             "the endpoint is unreachable: check MINIO_ENDPOINT and that the server is running"
+        }
+        S3ErrorKind::Interrupted => {
+            "the connection to the S3 endpoint broke in the middle of an object, on every attempt: check the network and any proxy between stackback and the server, then run the backup again"
         }
         S3ErrorKind::NoSuchKey | S3ErrorKind::Service | S3ErrorKind::Other => {
             "check the MINIO_* settings and the server's log"

@@ -318,7 +318,12 @@ pub async fn send(
         .body(text.to_string())
         .send()
         .await
-        .map_err(|e| format!("push to {url} failed: {e}"))?;
+        .map_err(|e| {
+            // The URL may carry basic-auth credentials: show it, and the error's copy, without.
+            let shown = crate::redact::redact_url_password(&url);
+            let why = super::webhook::error_chain(&e).replace(url.as_str(), &shown);
+            format!("push to {shown} failed: {why}")
+        })?;
     if resp.status().is_success() {
         Ok(format!("HTTP {}", resp.status().as_u16()))
     } else {

@@ -68,10 +68,17 @@ pub async fn ping(url: &str) -> Result<String, String> {
 
 /// reqwest errors print the URL, and webhook URLs carry their token: leave it out.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
+    let mut s = error_chain(e);
     if let Some(u) = e.url() {
         s = s.replace(u.as_str(), "<url>");
     }
+    s
+}
+
+/// A reqwest error with its causes: its own text leaves out the one that matters (the
+/// certificate, the refused connection, the timeout).
+pub(super) fn error_chain(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
         s.push_str(&format!(": {inner}"));

@@ -152,7 +152,9 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
         }
     }
     runs.reverse();
-    let (unmanaged, temp_files, bytes_on_disk) = other_files(dir, &named)?;
+    let recorded: std::collections::HashSet<RunId> =
+        runs.iter().map(|r| r.run_id.clone()).collect();
+    let (unmanaged, temp_files, bytes_on_disk) = other_files(dir, &named, &recorded)?;
     let (free_bytes, total_bytes) = dir.space()?;
     let count = |s: RunState| runs.iter().filter(|r| r.status == s).count();
     let good_with = |k: ArtifactKind| {
@@ -184,11 +186,12 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
     })
 }
 
-/// Files no record names that look like backups (unmanaged), temp and retired files (leftovers),
-/// and the bytes of every file.
+/// Files no record names that look like backups (unmanaged), temp and retired files and files a
+/// killed run left behind under its id (leftovers), and the bytes of every file.
 fn other_files(
     dir: &BackupDir,
     named: &std::collections::HashSet<String>,
+    recorded: &std::collections::HashSet<RunId>,
 ) -> Result<(Vec<FileSummary>, Vec<FileSummary>, u64)> {
     let (mut unmanaged, mut temp_files, mut bytes_on_disk) = (Vec::new(), Vec::new(), 0);
     for name in dir.file_names()? {
@@ -200,7 +203,9 @@ fn other_files(
             file: name.clone(),
             bytes,
         };
-        if name.starts_with(TEMP_PREFIX) || name.starts_with(RETIRED_PREFIX) {
+        let left_by_a_run =
+            !named.contains(&name) && f.run_id.as_ref().is_some_and(|id| recorded.contains(id));
+        if name.starts_with(TEMP_PREFIX) || name.starts_with(RETIRED_PREFIX) || left_by_a_run {
             temp_files.push(f);
         } else if !named.contains(&name) && f.kind.is_some() {
             unmanaged.push(f);

@@ -157,8 +157,10 @@ pub fn prune_locked(
         .filter(|r| r.status == RunState::Ok && r.run_id.time() <= now + CLOCK_TOLERANCE)
         .max_by(|a, b| a.order().cmp(&b.order()))
         .map(|r| r.run_id.time());
+    let recorded: HashSet<RunId> = records.keys().cloned().collect();
     let unmanaged = Unmanaged {
         named: &named,
+        recorded: &recorded,
         protected: &protected,
         newest_good,
         days: policy.days,
@@ -229,6 +231,9 @@ fn sweep_temp_files(
 struct Unmanaged<'a> {
     /// Files that readable records name.
     named: &'a HashSet<String>,
+    /// Runs with a record: a file with their id that the record does not name is what a killed
+    /// run left behind, and goes with its run, never as an old script's backup.
+    recorded: &'a HashSet<RunId>,
     /// Runs whose records cannot be trusted: their files stay.
     protected: &'a HashSet<RunId>,
     newest_good: Option<DateTime<Utc>>,
@@ -252,6 +257,12 @@ fn sweep_unmanaged(
         let Some(id) = RunId::from_artifact_name(n) else {
             continue;
         };
+        if u.recorded.contains(&id) {
+            report.notes.push(format!(
+                "{n} kept: left behind by run {id}, whose record does not name it; it goes when that run is pruned"
+            ));
+            continue;
+        }
         if u.protected.contains(&id) {
             report.notes.push(format!(
                 "{n} kept: the record of run {id} cannot be read, so its files are left alone"

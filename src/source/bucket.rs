@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::archive::{IndexEntry, PathPlanner, INDEX_ENTRY};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, S3Error, S3ErrorKind};
 use crate::pipeline::{HashReader, HashWriter};
 use crate::s3::{s3_error, with_key};
 use crate::sink::local::{ArtifactWriter, TempArtifact};
@@ -179,19 +179,73 @@ async fn feed(
     Ok(skipped)
 }
 
+/// Attempts at one object's body. The SDK retries a GET only until the response's head arrives;
+/// a connection that breaks in the body is retried here, so one dropped connection does not fail
+/// the bucket.
+const BODY_ATTEMPTS: u32 = 4;
+
+/// The pause before body attempt `attempt + 1`: 250 ms, 500 ms, 1 s.
+fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(250 << attempt.saturating_sub(1).min(4))
+}
+
 /// GETs one object: whole (`whole`), or as a stream pumped by its own task.
 async fn fetch(client: &Client, bucket: &str, key: String, whole: bool) -> Result<Fetch> {
-    let out = match client.get_object().bucket(bucket).key(&key).send().await {
-        Ok(o) => o,
-        Err(e) => {
-            if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                return Ok(Fetch::Gone(key));
+    let mut attempt = 1;
+    loop {
+        let out = match client.get_object().bucket(bucket).key(&key).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    return Ok(Fetch::Gone(key));
+                }
+                return Err(with_key(s3_error("GetObject", bucket, e), &key).into());
             }
-            return Err(with_key(s3_error("GetObject", bucket, e), &key).into());
+        };
+        let (mut meta, mtime) = object_meta(&key, &out);
+        if !whole {
+            let resume = Resume {
+                client: client.clone(),
+                bucket: bucket.to_string(),
+                key: key.clone(),
+                etag: meta.etag.clone(),
+                size: meta.size,
+            };
+            let (tx, rx) = mpsc::channel(8);
+            tokio::spawn(pump(resume, out.body, tx));
+            return Ok(Fetch::Ready(Box::new(Fetched {
+                meta,
+                mtime,
+                body: Body::Stream(rx),
+            })));
         }
-    };
-    let mut meta = IndexEntry {
-        key: key.clone(),
+        match out.body.collect().await {
+            Ok(bytes) => {
+                let bytes = bytes.into_bytes();
+                meta.size = bytes.len() as u64;
+                return Ok(Fetch::Ready(Box::new(Fetched {
+                    meta,
+                    mtime,
+                    body: Body::Full(bytes),
+                })));
+            }
+            Err(e) if attempt < BODY_ATTEMPTS => {
+                tracing::warn!(bucket, key = %key, attempt, "the object's body was cut short ({}): trying again", source_chain(&e));
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(body_cut(bucket, &key, &e, attempt, None).into()),
+        }
+    }
+}
+
+/// The index entry an object's GET response describes, and its mtime for the tar header.
+fn object_meta(
+    key: &str,
+    out: &aws_sdk_s3::operation::get_object::GetObjectOutput,
+) -> (IndexEntry, u64) {
+    let meta = IndexEntry {
+        key: key.to_string(),
         path: String::new(),
         size: out.content_length().unwrap_or(0).max(0) as u64,
         etag: out.e_tag().map(String::from),
@@ -213,44 +267,129 @@ async fn fetch(client: &Client, bucket: &str, key: String, whole: bool) -> Resul
         .last_modified()
         .map(|t| t.secs().max(0) as u64)
         .unwrap_or(0);
-    let mut body = out.body;
-    if whole {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| {
-                Error::step(
-                    format!("reading object {key:?} of bucket {bucket}"),
-                    format!("reading the body failed: {e}"),
-                )
-            })?
-            .into_bytes();
-        meta.size = bytes.len() as u64;
-        return Ok(Fetch::Ready(Box::new(Fetched {
-            meta,
-            mtime,
-            body: Body::Full(bytes),
-        })));
-    }
-    let (tx, rx) = mpsc::channel(8);
-    tokio::spawn(async move {
-        loop {
-            let item = match body.next().await {
-                None => break,
-                Some(Ok(b)) => Ok(b),
-                Some(Err(e)) => Err(io::Error::other(format!("reading the body failed: {e}"))),
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
+    (meta, mtime)
+}
+
+/// What a streamed object needs to pick up where a broken connection left it.
+struct Resume {
+    client: Client,
+    bucket: String,
+    key: String,
+    /// The version being read: a resumed GET must return the same one (If-Match), never splice
+    /// two versions of an object into one archive entry.
+    etag: Option<String>,
+    size: u64,
+}
+
+/// Pumps a large object's body into `tx`; when the connection breaks, GETs the rest (a Range
+/// from the bytes already sent, If-Match the same ETag), up to [`BODY_ATTEMPTS`] times.
+async fn pump(
+    r: Resume,
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
+    let mut sent = 0u64;
+    let mut attempt = 1;
+    loop {
+        let err = match body.next().await {
+            None => return,
+            Some(Ok(b)) => {
+                sent += b.len() as u64;
+                if tx.send(Ok(b)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Err(e)) => e,
+        };
+        if attempt >= BODY_ATTEMPTS || r.etag.is_none() || sent >= r.size {
+            let e = body_cut(&r.bucket, &r.key, &err, attempt, Some((sent, r.size)));
+            let _ = tx.send(Err(io::Error::other(e))).await;
+            return;
+        }
+        tracing::warn!(bucket = %r.bucket, key = %r.key, attempt, sent, "the object's body was cut short ({}): resuming", source_chain(&err));
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+        match resume(&r, sent).await {
+            Ok(rest) => body = rest,
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::other(e))).await;
+                return;
             }
         }
+    }
+}
+
+/// GETs the object from byte `from` on, refusing an answer that is not that exact range.
+async fn resume(
+    r: &Resume,
+    from: u64,
+) -> std::result::Result<aws_sdk_s3::primitives::ByteStream, S3Error> {
+    let out = r
+        .client
+        .get_object()
+        .bucket(&r.bucket)
+        .key(&r.key)
+        .range(format!("bytes={from}-"))
+        .set_if_match(r.etag.clone())
+        .send()
+        .await
+        .map_err(|e| with_key(s3_error("GetObject", &r.bucket, e), &r.key))?;
+    let expected = format!("bytes {from}-{}/{}", r.size - 1, r.size);
+    if out.content_range() != Some(expected.as_str()) {
+        return Err(S3Error {
+            op: "GetObject",
+            bucket: r.bucket.clone(),
+            key: Some(r.key.clone()),
+            kind: S3ErrorKind::Interrupted,
+            code: None,
+            status: None,
+            detail: format!(
+                "resuming after a broken connection: asked for {expected:?}, got {:?}",
+                out.content_range().unwrap_or("the whole object")
+            ),
+        });
+    }
+    Ok(out.body)
+}
+
+/// A body that could not be read to its end, however many times it was tried.
+fn body_cut(
+    bucket: &str,
+    key: &str,
+    err: &(dyn std::error::Error + 'static),
+    attempts: u32,
+    progress: Option<(u64, u64)>,
+) -> S3Error {
+    let at = progress.map_or(String::new(), |(got, size)| {
+        format!(" after {got} of {size} bytes")
     });
-    Ok(Fetch::Ready(Box::new(Fetched {
-        meta,
-        mtime,
-        body: Body::Stream(rx),
-    })))
+    S3Error {
+        op: "GetObject",
+        bucket: bucket.to_string(),
+        key: Some(key.to_string()),
+        kind: S3ErrorKind::Interrupted,
+        code: None,
+        status: None,
+        detail: format!(
+            "incomplete body: the connection closed{at} ({attempts} attempts): {}",
+            source_chain(err)
+        ),
+    }
+}
+
+/// An error and its causes, `outer: inner: ...`, each said once.
+fn source_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut src = Some(err);
+    while let Some(e) = src {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        src = e.source();
+    }
+    parts.join(": ")
 }
 
 #[derive(Debug, Default)]
@@ -317,6 +456,25 @@ impl Read for ExactReader {
     }
 }
 
+/// Sorts an error from appending an object: OS errors come from the archive file (disk full), a
+/// typed S3 error from the body's fetch task, the rest from the body's length checks.
+fn body_or_disk(e: io::Error, key: &str, io_err: &impl Fn(io::Error) -> Error) -> Error {
+    if e.raw_os_error().is_some() {
+        return io_err(e);
+    }
+    if e.get_ref().is_some_and(|inner| inner.is::<S3Error>()) {
+        let inner = e.into_inner().expect("checked above");
+        return match inner.downcast::<S3Error>() {
+            Ok(s3) => Error::S3(s3),
+            Err(other) => Error::step(format!("fetching object {key:?}"), other.to_string()),
+        };
+    }
+    Error::Step {
+        what: format!("fetching object {key:?}"),
+        detail: e.to_string(),
+    }
+}
+
 fn header(size: u64, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
@@ -367,14 +525,7 @@ fn write_archive(
             });
             let mut h = header(meta.size, mtime);
             tar.append_data(&mut h, &meta.path, &mut reader)
-                .map_err(|e| match e.raw_os_error() {
-                    // OS errors come from the archive file (disk full); the others from the body.
-                    Some(_) => io_err(e),
-                    None => Error::Step {
-                        what: format!("fetching object {:?}", meta.key),
-                        detail: e.to_string(),
-                    },
-                })?;
+                .map_err(|e| body_or_disk(e, &meta.key, &io_err))?;
             // tar stops reading at the header's size: make sure nothing was left behind.
             let mut probe = [0u8; 1];
             reader.read(&mut probe).map_err(|e| Error::Step {

@@ -113,13 +113,14 @@ fn sigterm_mid_dump_aborts_the_run_cleanly_and_alerts() {
     // pg_dump waits for this lock: the run is mid-dump, with a temp file and a child, when the
     // SIGTERM (systemctl stop, docker stop, a shutdown) arrives.
     let lock = TableLock::hold(c, &db, "orders");
+    // Watch from before the start: the temp file exists before pg_dump reaches the lock.
+    let watch = TempWatch::new(dir, "db_");
     let mut child = stackback_cmd(&["run"], &env)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     lock.wait_for_waiter(&db);
-    let watch = TempWatch::new(dir, "db_");
     signal_when(&mut child, libc::SIGTERM, "the dump's temp file", || {
         watch.size().is_some()
     });

@@ -23,6 +23,7 @@ s3_tests!(
     a_reset_in_the_middle_of_a_body_is_retried,
     persistent_faults_fail_the_bucket_and_keep_the_database,
     a_body_cut_short_every_time_fails_the_bucket_saying_why,
+    a_large_object_cut_twice_is_resumed_from_where_it_broke,
 );
 
 /// A run through a proxy in front of `s3`: the proxy, the alert receivers, the environment.
@@ -320,4 +321,43 @@ fn a_body_cut_short_every_time_fails_the_bucket_saying_why(s3: &S3Server) {
     );
     assert!(r.stderr.contains("hint:"), "no hint: {}", r.all());
     s.next_run_succeeds(&base);
+}
+
+/// A streamed object (over 1 MiB) whose connection breaks twice mid-body is resumed with a Range
+/// GET from the bytes already archived: the run is ok, and the archived object is the one in the
+/// bucket byte for byte (its SHA-256 by boto3), not two attempts spliced together.
+fn a_large_object_cut_twice_is_resumed_from_where_it_broke(s3: &S3Server) {
+    let b = bucket_name("resume");
+    s3.tool(&["populate", &b, "--big-mib", "4"]);
+    let s = setup(s3, b.clone());
+    let big = format!("/{b}/big/video.bin");
+    s.proxy
+        .add(Rule::new(Some("GET"), &big, Fault::ResetAfter(1_500_000)).times(2));
+    let objects = s3.dump(&b).len() as u64;
+    s.run_succeeds_despite_faults(objects);
+    let gets = s
+        .proxy
+        .seen()
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.starts_with(&big))
+        .count();
+    assert_eq!(gets, 3, "one GET and two resumptions: {:?}", s.proxy.seen());
+    let want: serde_json::Value = s3
+        .dump(&b)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["key"] == "big/video.bin")
+        .unwrap();
+    let index = files(&s.dir)
+        .into_iter()
+        .find(|f| f.ends_with(".index.jsonl"))
+        .unwrap();
+    let got: serde_json::Value = std::fs::read_to_string(s.dir.join(index))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["key"] == "big/video.bin")
+        .unwrap();
+    assert_eq!(got["sha256"], want["sha256"], "{got}");
+    assert_eq!(got["size"], want["size"], "{got}");
 }

@@ -170,3 +170,53 @@ fn install_never_shows_secrets_and_writes_the_env_file_private_from_the_start() 
     );
     assert_eq!(mode(&root.join("etc/stackback/stackback.env")), 0o600);
 }
+
+/// A run killed after its dump was renamed into place (during the bucket step, say) leaves a
+/// finished file its record does not name. It belongs to that run: listed among the leftovers,
+/// never as an old script's backup that `prune --include-unmanaged` would delete on its own.
+#[test]
+fn a_killed_runs_finished_file_is_its_leftover_not_an_unmanaged_backup() {
+    let c = cluster();
+    let db = c.seeded_db("leftover");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("backups");
+    let env = with(c.env(&db, &dir), &[("BACKUP_RETENTION_DAYS", "30")]);
+    let killed = old_run(&env, 2);
+    let rec = dir.join(format!("run_{killed}.json"));
+    let file = records(&dir)
+        .into_iter()
+        .find(|r| r["run_id"] == killed.as_str())
+        .unwrap()["artifacts"][0]["file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // What the record of a run killed before it wrote its artifacts looks like.
+    forge_record(
+        &rec,
+        &[
+            ("status", serde_json::json!("running")),
+            ("artifacts", serde_json::json!([])),
+            ("finished_at", serde_json::Value::Null),
+        ],
+    );
+    let listing = list_json(&env);
+    let names = |k: &str| -> Vec<String> {
+        listing[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["file"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(!names("unmanaged").contains(&file), "{listing:#}");
+    assert!(names("temp_files").contains(&file), "{listing:#}");
+
+    let r = stackback(&["prune", "--include-unmanaged", "--json"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        rec.exists(),
+        dir.join(&file).exists(),
+        "the file and its run's record must go together: {}",
+        r.stdout
+    );
+}

@@ -11,7 +11,15 @@ use stackback::units::human_bytes;
 pub async fn run(cfg: &Config, json_logs: bool) -> Result<i32, Error> {
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(progress.clone(), json_logs);
-    let job = stackback::ops::job::run(cfg, std::future::pending(), &progress, None).await;
+    // A stop from systemd (`systemctl stop`, TimeoutStartSec), docker or Ctrl-C aborts the run
+    // like BACKUP_TIMEOUT does: children killed, temp files removed, the run recorded as failed
+    // and alerted. Dying by the signal's default would leave a silent `running` record.
+    let signal = crate::cli::signals::stop_requested()?;
+    let stop = async move {
+        let name = signal.await;
+        format!("aborted: {name} received (the run was stopped by the system or an operator)")
+    };
+    let job = stackback::ops::job::run(cfg, stop, &progress, None).await;
     if let Some((bar, ticker)) = bar {
         ticker.abort();
         bar.finish_and_clear();

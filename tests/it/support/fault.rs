@@ -173,13 +173,14 @@ impl Baseline {
             .filter_map(|a| a["file"].as_str())
             .collect();
         // A run killed after its database step has the dump under its final name, which its
-        // record (still `running`) does not name yet: listed with that run's id, and no backup.
+        // record (still `running`) does not name yet: listed among the leftovers with that run's
+        // id, and no backup.
         let incomplete: Vec<&str> = runs
             .iter()
             .filter(|r| r["status"] == "incomplete")
             .filter_map(|r| r["run_id"].as_str())
             .collect();
-        let strays: Vec<&str> = l["unmanaged"]
+        let strays: Vec<&str> = l["temp_files"]
             .as_array()
             .unwrap()
             .iter()
