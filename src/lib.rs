@@ -24,6 +24,7 @@
 pub mod archive;
 pub mod catalog;
 pub mod config;
+pub mod crypt;
 pub mod error;
 pub mod install;
 pub mod notify;

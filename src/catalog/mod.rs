@@ -10,9 +10,10 @@ mod record;
 use std::collections::HashSet;
 use std::path::Path;
 
-pub use naming::{index_file_name, ArtifactKind, RunId};
+pub use naming::{index_file_name, is_sealed_name, ArtifactKind, RunId};
 pub use record::{
-    ArtifactRecord, LowSpace, PruneSummary, RunRecord, RunState, Step, Verification, SCHEMA_VERSION,
+    ArtifactRecord, Encryption, LowSpace, PruneSummary, RunRecord, RunState, Step, Verification,
+    VerifyLevel, SCHEMA_VERSION,
 };
 
 use crate::error::{Error, Result};

@@ -114,13 +114,20 @@ impl ArtifactKind {
         }
     }
 
-    /// `db_<source>_<id>.sql.gz` and the like.
-    pub fn file_name(self, source: &str, run: &RunId, compression: Compression) -> String {
+    /// `db_<source>_<id>.sql.gz` and the like; sealed files end with `.age`.
+    pub fn file_name(
+        self,
+        source: &str,
+        run: &RunId,
+        compression: Compression,
+        sealed: bool,
+    ) -> String {
         format!(
-            "{}_{source}_{run}{}{}",
+            "{}_{source}_{run}{}{}{}",
             self.prefix(),
             self.content_suffix(),
-            compression.extension()
+            compression.extension(),
+            if sealed { crate::crypt::SUFFIX } else { "" }
         )
     }
 
@@ -128,6 +135,7 @@ impl ArtifactKind {
     /// and volume archives share a name pattern: both come back as [`ArtifactKind::Objects`].
     pub fn of_file_name(name: &str) -> Option<ArtifactKind> {
         RunId::from_artifact_name(name)?;
+        let name = name.strip_suffix(crate::crypt::SUFFIX).unwrap_or(name);
         let ends = |sfx: &[&str]| sfx.iter().any(|s| name.ends_with(s));
         let is_sql = ends(&[".sql", ".sql.gz", ".sql.zst"]);
         let is_tar = ends(&[".tar", ".tar.gz", ".tar.zst"]);
@@ -166,17 +174,29 @@ pub fn is_artifact_file(name: &str) -> bool {
         && (ArtifactKind::of_file_name(name).is_some()
             || (name.starts_with("minio_")
                 && name
+                    .strip_suffix(crate::crypt::SUFFIX)
+                    .unwrap_or(name)
                     .strip_suffix(".index.jsonl")
                     .is_some_and(|stem| RunId::from_artifact_name(stem).is_some())))
 }
 
-/// The sidecar index file of an archive: `minio_b_<id>.tar.gz` → `minio_b_<id>.index.jsonl`.
+/// True for a sealed file's name (`.age`).
+pub fn is_sealed_name(name: &str) -> bool {
+    name.ends_with(crate::crypt::SUFFIX)
+}
+
+/// The sidecar index file of an archive: `minio_b_<id>.tar.gz` → `minio_b_<id>.index.jsonl`, and
+/// a sealed archive's index is sealed too: `….tar.gz.age` → `….index.jsonl.age`.
 pub fn index_file_name(archive: &str) -> String {
+    let (plain, seal) = match archive.strip_suffix(crate::crypt::SUFFIX) {
+        Some(p) => (p, crate::crypt::SUFFIX),
+        None => (archive, ""),
+    };
     let stem = [".tar.gz", ".tar.zst", ".tar"]
         .iter()
-        .find_map(|suffix| archive.strip_suffix(suffix))
-        .unwrap_or(archive);
-    format!("{stem}.index.jsonl")
+        .find_map(|suffix| plain.strip_suffix(suffix))
+        .unwrap_or(plain);
+    format!("{stem}.index.jsonl{seal}")
 }
 
 #[cfg(test)]
@@ -221,7 +241,7 @@ mod tests {
         assert_eq!(k("db_notes.txt"), None);
         let id = RunId::try_from("20260101_020000".to_string()).unwrap();
         assert_eq!(
-            ArtifactKind::Database.file_name("app", &id, Compression::Gzip),
+            ArtifactKind::Database.file_name("app", &id, Compression::Gzip, false),
             "db_app_20260101_020000.sql.gz"
         );
     }
@@ -247,6 +267,28 @@ mod tests {
         ] {
             assert!(!is_artifact_file(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn sealed_names() {
+        let id = RunId::try_from("20260101_020000".to_string()).unwrap();
+        let db = ArtifactKind::Database.file_name("app", &id, Compression::Gzip, true);
+        assert_eq!(db, "db_app_20260101_020000.sql.gz.age");
+        assert_eq!(
+            ArtifactKind::of_file_name(&db),
+            Some(ArtifactKind::Database)
+        );
+        assert_eq!(RunId::from_artifact_name(&db), Some(id.clone()));
+        let tar = ArtifactKind::Objects.file_name("b", &id, Compression::Zstd, true);
+        assert_eq!(
+            ArtifactKind::of_file_name(&tar),
+            Some(ArtifactKind::Objects)
+        );
+        let index = index_file_name(&tar);
+        assert_eq!(index, "minio_b_20260101_020000.index.jsonl.age");
+        assert!(is_artifact_file(&index) && is_artifact_file(&db));
+        assert!(!is_artifact_file("db_app_20260101_020000.sql.gz.age/x"));
+        assert!(ArtifactKind::of_file_name("db_app_20260101_020000.age").is_none());
     }
 
     #[test]

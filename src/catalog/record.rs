@@ -130,6 +130,38 @@ pub struct Verification {
     pub ok: bool,
     pub checked_at: DateTime<Utc>,
     pub detail: String,
+    /// How deep the check went; records before encryption existed were always checked in full.
+    #[serde(default)]
+    pub level: VerifyLevel,
+}
+
+/// How deep a verification went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyLevel {
+    /// Decrypted (when sealed), decompressed, and the content checked to its end.
+    #[default]
+    Full,
+    /// A sealed file checked without its identity: size, SHA-256 of the ciphertext and the age
+    /// header (the content was checked in the stream while it was written).
+    Stored,
+}
+
+impl std::fmt::Display for VerifyLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            VerifyLevel::Full => "full",
+            VerifyLevel::Stored => "stored",
+        })
+    }
+}
+
+/// How an artifact is encrypted at rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encryption {
+    /// The age v1 format (`age -d -i KEY FILE` opens it).
+    Age,
 }
 
 /// One file a run produced.
@@ -154,6 +186,12 @@ pub struct ArtifactRecord {
     pub index_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_sha256: Option<String>,
+    /// SHA-256 of a sealed index file as stored (ciphertext); `index_sha256` is its plain content's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_stored_sha256: Option<String>,
+    /// Set when the file (and its index) are sealed: `stored_sha256` is then the ciphertext's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Objects listed but gone before they could be fetched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
@@ -161,6 +199,10 @@ pub struct ArtifactRecord {
 }
 
 impl ArtifactRecord {
+    pub fn sealed(&self) -> bool {
+        self.encryption.is_some()
+    }
+
     /// The files this artifact occupies in the backup directory: the archive and its index.
     pub fn files(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.file.as_str()).chain(self.index_file.as_deref())

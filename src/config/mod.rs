@@ -9,8 +9,10 @@
 //! Loading is pure apart from reading the TOML file and secret files: the environment comes in as a
 //! map, so tests and the daemon can load a configuration without touching the process environment.
 
+mod crypt;
 mod dburl;
 mod layers;
+mod remote;
 mod sections;
 mod settings;
 
@@ -18,8 +20,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub use crypt::EncryptionConfig;
 pub use dburl::SslMode;
 pub use layers::{LoadInput, Resolved, Source};
+pub use remote::{RemoteConfig, RemoteTarget};
 pub use sections::{
     AlertOn, NotifyConfig, ObjectsConfig, PostgresConfig, PushTarget, RetentionConfig,
     ScheduleConfig, SmtpConfig, SmtpTls, StatusConfig, StoreConfig, Thresholds, WebhookFormat,
@@ -93,6 +97,9 @@ pub struct Config {
     objects: OnceLock<ObjectsConfig>,
     notify: OnceLock<NotifyConfig>,
     schedule: OnceLock<ScheduleConfig>,
+    encryption: OnceLock<EncryptionConfig>,
+    remote: OnceLock<Option<RemoteConfig>>,
+    identities: OnceLock<Option<std::sync::Arc<crate::crypt::Identities>>>,
 }
 
 /// A section, for commands that name what they use up front.
@@ -107,10 +114,12 @@ pub enum Section {
     Notify,
     Schedule,
     Http,
+    Encryption,
+    Remote,
 }
 
 impl Section {
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 11] = [
         Section::Postgres,
         Section::Store,
         Section::Thresholds,
@@ -120,6 +129,8 @@ impl Section {
         Section::Notify,
         Section::Schedule,
         Section::Http,
+        Section::Encryption,
+        Section::Remote,
     ];
 }
 
@@ -142,6 +153,9 @@ impl Config {
             objects: OnceLock::new(),
             notify: OnceLock::new(),
             schedule: OnceLock::new(),
+            encryption: OnceLock::new(),
+            remote: OnceLock::new(),
+            identities: OnceLock::new(),
         }
     }
 
@@ -158,6 +172,8 @@ impl Config {
                 Section::Notify => self.notify().map(drop)?,
                 Section::Schedule => self.schedule().map(drop)?,
                 Section::Http => self.http_addr().map(drop)?,
+                Section::Encryption => self.encryption().map(drop)?,
+                Section::Remote => self.remote().map(drop)?,
             }
         }
         Ok(())
@@ -223,6 +239,22 @@ impl Config {
 
     pub fn schedule(&self) -> Result<&ScheduleConfig> {
         cached(&self.schedule, || ScheduleConfig::build(&self.settings))
+    }
+
+    pub fn encryption(&self) -> Result<&EncryptionConfig> {
+        cached(&self.encryption, || EncryptionConfig::build(&self.settings))
+    }
+
+    /// The off-site remote, when BACKUP_REMOTE_URL is set.
+    pub fn remote(&self) -> Result<Option<&RemoteConfig>> {
+        let local = self.retention()?;
+        cached(&self.remote, || RemoteConfig::build(&self.settings, local)).map(Option::as_ref)
+    }
+
+    /// The identities of BACKUP_AGE_IDENTITY_FILE, read on first use: only commands that decrypt
+    /// read the key, and a bad key file is a configuration error (exit 2) naming the setting.
+    pub fn identities(&self) -> Result<Option<std::sync::Arc<crate::crypt::Identities>>> {
+        cached(&self.identities, || crypt::load_identities(&self.settings)).cloned()
     }
 }
 

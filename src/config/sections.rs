@@ -14,11 +14,11 @@ use crate::redact::Secret;
 use crate::units::{parse_bool, parse_bytes, parse_duration};
 
 impl Settings {
-    fn text(&self, k: Key) -> &str {
+    pub(super) fn text(&self, k: Key) -> &str {
         self.get(k).unwrap_or_default()
     }
 
-    fn number<T: std::str::FromStr>(&self, k: Key, what: &str) -> Result<T> {
+    pub(super) fn number<T: std::str::FromStr>(&self, k: Key, what: &str) -> Result<T> {
         let v = self.text(k);
         v.trim()
             .parse()
@@ -26,23 +26,23 @@ impl Settings {
     }
 
     /// A TCP port, 1-65535: 0 would mean "any port" to a listener and nothing to a client.
-    fn port(&self, k: Key) -> Result<Option<u16>> {
+    pub(super) fn port(&self, k: Key) -> Result<Option<u16>> {
         self.get(k).map(|v| parse_port(k, v)).transpose()
     }
 
-    fn bytes(&self, k: Key) -> Result<u64> {
+    pub(super) fn bytes(&self, k: Key) -> Result<u64> {
         parse_bytes(self.text(k)).map_err(|e| k.error(e))
     }
 
-    fn duration(&self, k: Key) -> Result<Duration> {
+    pub(super) fn duration(&self, k: Key) -> Result<Duration> {
         parse_duration(self.text(k)).map_err(|e| k.error(e))
     }
 
-    fn flag(&self, k: Key) -> Result<bool> {
+    pub(super) fn flag(&self, k: Key) -> Result<bool> {
         parse_bool(self.text(k)).map_err(|e| k.error(e))
     }
 
-    fn list(&self, k: Key) -> Vec<String> {
+    pub(super) fn list(&self, k: Key) -> Vec<String> {
         self.get(k)
             .map(|e| {
                 e.split(',')
@@ -53,7 +53,7 @@ impl Settings {
             .unwrap_or_default()
     }
 
-    fn http_url(&self, k: Key) -> Result<Option<String>> {
+    pub(super) fn http_url(&self, k: Key) -> Result<Option<String>> {
         match self.get(k) {
             None => Ok(None),
             Some(u) => url::Url::parse(u)

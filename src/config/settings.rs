@@ -38,9 +38,14 @@ impl Key {
         self.setting().key
     }
 
-    /// A configuration error naming this setting.
+    /// A configuration error naming this setting by its key and, as operators of a `.env` know
+    /// it, by its variable.
     pub fn error(self, message: impl Into<String>) -> crate::error::Error {
-        crate::error::Error::config(self.name(), message)
+        let s = self.setting();
+        match s.env.first() {
+            Some(var) => crate::error::Error::config(format!("{} ({var})", s.key), message),
+            None => crate::error::Error::config(s.key, message),
+        }
     }
 
     pub fn by_name(name: &str) -> Option<Key> {
@@ -76,6 +81,26 @@ settings! {
     FreeWarn => "backup.min_free_warn_bytes", ["BACKUP_FREE_WARN_BYTES"], false, Some("1GiB"), "`status` warns below this much free space";
     Timezone => "backup.timezone", ["TZ"], false, Some("UTC"), "time zone for the schedule and calendar retention (run ids are always UTC)";
     MinFree => "backup.min_free_bytes", ["BACKUP_MIN_FREE_BYTES"], false, Some("0"), "fail before dumping when the backup volume has less free space (e.g. 2GiB)";
+    AgeRecipients => "encryption.age_recipients", ["BACKUP_AGE_RECIPIENTS"], false, None, "encrypt every new artifact to these public keys (comma list of age1..., ssh-ed25519 ..., ssh-rsa ...)";
+    AgeRecipientsFile => "encryption.age_recipients_file", ["BACKUP_AGE_RECIPIENTS_FILE"], false, None, "a file of recipients, one per line (`age -R` format); adds to BACKUP_AGE_RECIPIENTS";
+    AgeIdentityFile => "encryption.age_identity_file", ["BACKUP_AGE_IDENTITY_FILE"], false, None, "the age identity (or ssh private key) that decrypts: for verify --full checks and restores; keep it off the backup host";
+    RemoteUrl => "remote.url", ["BACKUP_REMOTE_URL"], false, None, "off-site copy after every verified run: s3://bucket/prefix, webdav(s)://host/path, sftp://user@host[:port]/path or file:///mnt/share";
+    RemoteEndpoint => "remote.endpoint", ["BACKUP_REMOTE_ENDPOINT"], false, None, "s3:// remotes: the S3 API endpoint (http://garage:3900); default AWS";
+    RemoteRegion => "remote.region", ["BACKUP_REMOTE_REGION"], false, Some("us-east-1"), "s3:// remotes: the region used to sign requests";
+    RemoteAccessKey => "remote.access_key", ["BACKUP_REMOTE_ACCESS_KEY"], true, None, "s3:// remotes: access key id";
+    RemoteSecretKey => "remote.secret_key", ["BACKUP_REMOTE_SECRET_KEY"], true, None, "s3:// remotes: secret access key";
+    RemoteVirtualHost => "remote.virtual_host_style", ["BACKUP_REMOTE_VIRTUAL_HOST_STYLE"], false, Some("false"), "s3:// remotes: bucket.host URLs instead of path-style host/bucket";
+    RemoteUser => "remote.user", ["BACKUP_REMOTE_USER"], false, None, "webdav(s):// remotes: user name (or in the URL)";
+    RemotePassword => "remote.password", ["BACKUP_REMOTE_PASSWORD"], true, None, "webdav(s):// remotes: password";
+    RemoteSshKeyFile => "remote.ssh_key_file", ["BACKUP_REMOTE_SSH_KEY_FILE"], false, None, "sftp:// remotes: the private key to log in with";
+    RemoteKnownHosts => "remote.known_hosts", ["BACKUP_REMOTE_KNOWN_HOSTS"], false, None, "sftp:// remotes: known_hosts file with the server's host key (required: unknown hosts are refused)";
+    RemoteAllowSameFs => "remote.allow_same_fs", ["BACKUP_REMOTE_ALLOW_SAME_FS"], false, Some("false"), "file:// remotes: accept a directory on BACKUP_DIR's file system (an unmounted share looks like that)";
+    RemoteRetentionDays => "remote.retention_days", ["BACKUP_REMOTE_RETENTION_DAYS"], false, None, "off-site retention window in days (default: BACKUP_RETENTION_DAYS)";
+    RemoteKeepLast => "remote.keep_last", ["BACKUP_REMOTE_KEEP_LAST"], false, None, "off-site: keep the newest N good runs (default: BACKUP_KEEP_LAST)";
+    RemoteKeepDaily => "remote.keep_daily", ["BACKUP_REMOTE_KEEP_DAILY"], false, None, "off-site: keep one run a day for N days (default: BACKUP_KEEP_DAILY)";
+    RemoteKeepWeekly => "remote.keep_weekly", ["BACKUP_REMOTE_KEEP_WEEKLY"], false, None, "off-site: keep one run a week for N weeks (default: BACKUP_KEEP_WEEKLY)";
+    RemoteKeepMonthly => "remote.keep_monthly", ["BACKUP_REMOTE_KEEP_MONTHLY"], false, None, "off-site: keep one run a month for N months (default: BACKUP_KEEP_MONTHLY)";
+    RemoteKeepMin => "remote.keep_min", ["BACKUP_REMOTE_KEEP_MIN"], false, None, "off-site: never delete the newest N good runs (default: BACKUP_KEEP_MIN)";
     MinioEndpoint => "minio.endpoint", ["MINIO_ENDPOINT"], false, None, "S3 API endpoint: http://minio:9000, or minio:9000 with MINIO_USE_SSL; enables bucket backups";
     MinioUseSsl => "minio.use_ssl", ["MINIO_USE_SSL"], false, Some("false"), "for an endpoint given as host:port (the MinIO SDK convention): https when true";
     MinioPort => "minio.port", ["MINIO_PORT"], false, None, "port for an endpoint given without one";

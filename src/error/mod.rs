@@ -27,6 +27,8 @@ pub mod exit {
     pub const VERIFY: i32 = 3;
     /// Another stackback run holds the backup directory's lock.
     pub const LOCKED: i32 = 4;
+    /// The local backup is good and verified; its off-site copy failed (the next run catches up).
+    pub const REMOTE: i32 = 5;
 }
 
 /// Why bytes are not a run record.
@@ -73,6 +75,47 @@ pub enum S3ErrorKind {
     /// The service answered with another error (5xx, ...).
     Service,
     Other,
+}
+
+/// What went wrong with the off-site remote, for hints and for telling transient faults apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteErrorKind {
+    /// No connection: refused, unresolvable, reset, timed out.
+    Unreachable,
+    /// Credentials or key refused.
+    Auth,
+    /// The server's host key is unknown or changed (sftp).
+    HostKey,
+    NotFound,
+    /// What landed differs from what was sent (size or SHA-256 read back).
+    Mismatch,
+    /// A file:// remote that is the local disk (an unmounted share).
+    SameFilesystem,
+    Other,
+}
+
+/// An off-site remote operation that failed.
+#[derive(Debug, Clone)]
+pub struct RemoteError {
+    pub op: &'static str,
+    /// The remote, as people may read it (no password).
+    pub target: String,
+    /// The file concerned, when there is one.
+    pub name: Option<String>,
+    pub kind: RemoteErrorKind,
+    pub detail: String,
+}
+
+impl std::error::Error for RemoteError {}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "off-site {} on {}: ", self.op, self.target)?;
+        if let Some(n) = &self.name {
+            write!(f, "{n}: ")?;
+        }
+        f.write_str(&self.detail)
+    }
 }
 
 /// An S3 request that failed.
@@ -191,6 +234,20 @@ pub enum Error {
 
     #[error("{0}")]
     S3(Box<S3Error>),
+
+    #[error("{0}")]
+    Remote(Box<RemoteError>),
+
+    /// An encrypted backup that this host cannot open: no identity, or one that is not among the
+    /// file's recipients. A settings problem (exit 2), never a damaged backup.
+    #[error("cannot decrypt {file}: {detail}")]
+    Key { file: String, detail: String },
+}
+
+impl From<RemoteError> for Error {
+    fn from(e: RemoteError) -> Self {
+        Error::Remote(Box::new(e))
+    }
 }
 
 impl From<S3Error> for Error {
@@ -232,7 +289,7 @@ impl Error {
     /// The process exit code this error maps to (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Usage(_) => exit::USAGE,
+            Error::Config { .. } | Error::Usage(_) | Error::Key { .. } => exit::USAGE,
             Error::Locked { .. } => exit::LOCKED,
             Error::Verification { .. } => exit::VERIFY,
             _ => exit::FAILED,
@@ -281,6 +338,11 @@ impl Error {
                     .into(),
             ),
             Error::S3(e) => Some(s3_hint(e.kind).into()),
+            Error::Remote(e) => Some(remote_hint(e.kind).into()),
+            Error::Key { .. } => Some(
+                "set BACKUP_AGE_IDENTITY_FILE to the identity (age-keygen output or ssh private key)                  of one of the recipients the backup was encrypted to (BACKUP_AGE_RECIPIENTS when it                  was made)"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -353,6 +415,30 @@ fn s3_hint(kind: S3ErrorKind) -> &'static str {
         S3ErrorKind::NoSuchKey | S3ErrorKind::Service | S3ErrorKind::Other => {
             "check the MINIO_* settings and the server's log"
         }
+    }
+}
+
+fn remote_hint(kind: RemoteErrorKind) -> &'static str {
+    match kind {
+        RemoteErrorKind::Unreachable => {
+            "the remote is unreachable: check BACKUP_REMOTE_URL / BACKUP_REMOTE_ENDPOINT and the network; the local backup is kept and the next run uploads what the remote lacks"
+        }
+        RemoteErrorKind::Auth => {
+            "the remote refused the credentials: check BACKUP_REMOTE_ACCESS_KEY / BACKUP_REMOTE_SECRET_KEY, BACKUP_REMOTE_USER / BACKUP_REMOTE_PASSWORD or BACKUP_REMOTE_SSH_KEY_FILE"
+        }
+        RemoteErrorKind::HostKey => {
+            "the server's host key is not in BACKUP_REMOTE_KNOWN_HOSTS (or changed): check the key with the server's administrator, then add it (ssh-keyscan -p PORT HOST)"
+        }
+        RemoteErrorKind::NotFound => {
+            "check the bucket or directory in BACKUP_REMOTE_URL exists on the remote"
+        }
+        RemoteErrorKind::Mismatch => {
+            "what the remote stored differs from what was sent: the copy was not counted; check the remote's storage and run again"
+        }
+        RemoteErrorKind::SameFilesystem => {
+            "mount the share, or set BACKUP_REMOTE_ALLOW_SAME_FS=true if a directory on the same disk is really meant (it does not survive the loss of this host)"
+        }
+        RemoteErrorKind::Other => "check the remote settings (BACKUP_REMOTE_*) and the remote's log",
     }
 }
 

@@ -6,17 +6,20 @@
 //! failed (state `partial`). Steps report errors; this module decides what they mean for the run.
 //! Retention runs only after an `ok` run is recorded.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use crate::catalog::{
-    ArtifactKind, ArtifactRecord, Catalog, LowSpace, PruneSummary, RunId, RunRecord, RunState,
-    Step, Verification,
+    ArtifactKind, ArtifactRecord, Catalog, Encryption, LowSpace, PruneSummary, RunId, RunRecord,
+    RunState, Step, Verification, VerifyLevel,
 };
 use crate::config::{Config, ObjectsConfig, PostgresConfig, StoreConfig, Thresholds};
+use crate::crypt::{Identities, Recipients};
 use crate::error::{Error, Result};
+use crate::ops::verify::{CheckError, Checked};
 use crate::progress::Progress;
 use crate::redact::Redactor;
 use crate::retention::MAX_SKEW;
@@ -70,6 +73,9 @@ pub async fn run_until(
         store: *cfg.store()?,
         thresholds: *cfg.thresholds()?,
         objects,
+        recipients: cfg.encryption()?.recipients.clone(),
+        // With the identity on this host, sealed artifacts are verified in full right away.
+        identities: cfg.identities()?,
     };
     // Refused now, not after a backup: an empty policy is a configuration error.
     let retention = cfg.retention()?;
@@ -203,6 +209,25 @@ fn prune_after(
     }
 }
 
+/// A stored-level check of a sealed artifact, with what was checked in the stream before the seal.
+fn in_stream_note(kind: ArtifactKind, c: &Checked) -> String {
+    match (c.level, kind) {
+        (VerifyLevel::Full, _) => c.detail.clone(),
+        (VerifyLevel::Stored, ArtifactKind::Database | ArtifactKind::Globals) => format!(
+            "dump complete and plain sha256 taken in the stream before encryption; {}",
+            c.detail
+        ),
+        (VerifyLevel::Stored, ArtifactKind::Objects) => format!(
+            "every object hashed into the index in the stream before encryption; {}",
+            c.detail
+        ),
+        (VerifyLevel::Stored, ArtifactKind::Volume) => format!(
+            "plain sha256 taken in the stream before encryption; {}",
+            c.detail
+        ),
+    }
+}
+
 /// The run's start time, as an id no file in the directory uses yet.
 async fn unique_run_id(dir: &BackupDir) -> Result<(RunId, DateTime<Utc>)> {
     loop {
@@ -224,6 +249,8 @@ struct Sections<'a> {
     store: StoreConfig,
     thresholds: Thresholds,
     objects: &'a ObjectsConfig,
+    recipients: Option<Arc<Recipients>>,
+    identities: Option<Arc<Identities>>,
 }
 
 struct RunCtx<'a> {
@@ -375,6 +402,19 @@ impl RunCtx<'_> {
                 .warnings
                 .push(format!("{tool}: {}", outcome.stderr));
         }
+        // Checked in the stream, before the seal: a sealed file can only be read back with the
+        // identity, which the backup host should not have.
+        let marker = if kind == ArtifactKind::Database {
+            postgres::DUMP_COMPLETE
+        } else {
+            postgres::DUMPALL_COMPLETE
+        };
+        if !postgres::tail_is_complete(w.plain_tail(), marker) {
+            return Err(Error::verification(
+                &name,
+                crate::error::Problem::IncompleteDump { marker },
+            ));
+        }
         let digest = w.commit()?;
         let art = self.new_artifact(kind, name, db, started, t0, digest);
         self.verify_and_add(art).await
@@ -386,6 +426,7 @@ impl RunCtx<'_> {
             name,
             self.cfg.store.compression,
             self.cfg.store.compression_level,
+            self.cfg.recipients.as_deref(),
         )
     }
 
@@ -407,7 +448,12 @@ impl RunCtx<'_> {
     }
 
     fn artifact_name(&self, kind: ArtifactKind, source: &str) -> String {
-        kind.file_name(source, &self.rec.run_id, self.cfg.store.compression)
+        kind.file_name(
+            source,
+            &self.rec.run_id,
+            self.cfg.store.compression,
+            self.cfg.recipients.is_some(),
+        )
     }
 
     async fn bucket(&mut self, client: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
@@ -422,22 +468,33 @@ impl RunCtx<'_> {
         );
         let started = Utc::now();
         let t0 = Instant::now();
-        let w = self.writer(&name)?;
-        let index = self.dir.create_temp(&index_name)?;
+        let out = crate::source::bucket::Outputs {
+            archive: self.writer(&name)?,
+            index: self.dir.create_temp(&index_name)?,
+            recipients: self.cfg.recipients.clone(),
+        };
         self.progress.start_step(&format!("bucket {bucket}"), None);
         let (summary, w, index) = crate::source::bucket::backup_bucket(
             client,
             bucket,
             objects.prefix.as_deref(),
             objects.concurrency,
-            w,
-            index,
+            out,
             self.progress,
         )
         .await?;
         let digest = w.commit()?;
         index.commit()?;
-        for key in &summary.skipped {
+        let sealed = self.cfg.recipients.is_some();
+        if sealed && !summary.skipped.is_empty() {
+            // An encrypted backup's record names nothing from inside the bucket: the keys are in
+            // the log (above, as each was skipped), not in the record.
+            self.rec.warnings.push(format!(
+                "bucket {bucket}: {} objects were deleted between listing and fetching: skipped (keys in the log, not in the record of an encrypted backup)",
+                summary.skipped.len()
+            ));
+        }
+        for key in summary.skipped.iter().filter(|_| !sealed) {
             self.rec.warnings.push(format!(
                 "bucket {bucket}: object {key:?} was deleted between listing and fetching: skipped"
             ));
@@ -459,7 +516,10 @@ impl RunCtx<'_> {
         art.objects = Some(summary.objects);
         art.index_file = Some(index_name);
         art.index_sha256 = Some(summary.index_sha256);
-        art.skipped = summary.skipped;
+        art.index_stored_sha256 = summary.index_stored_sha256;
+        if !sealed {
+            art.skipped = summary.skipped;
+        }
         self.verify_and_add(art).await
     }
 
@@ -525,11 +585,14 @@ impl RunCtx<'_> {
             objects: None,
             index_file: None,
             index_sha256: None,
+            index_stored_sha256: None,
+            encryption: self.cfg.recipients.as_ref().map(|_| Encryption::Age),
             skipped: Vec::new(),
             verification: Verification {
                 ok: false,
                 checked_at: Utc::now(),
                 detail: "not verified yet".into(),
+                level: VerifyLevel::Full,
             },
         }
     }
@@ -539,25 +602,39 @@ impl RunCtx<'_> {
         let dir = self.dir.path().to_path_buf();
         let th = self.cfg.thresholds;
         let to_check = art.clone();
+        let ids = self.cfg.identities.clone();
         let checked = crate::ops::blocking("verification", move || {
-            Ok(crate::ops::verify::check_artifact(&dir, &to_check, &th))
+            Ok(crate::ops::verify::check_artifact(
+                &dir,
+                &to_check,
+                &th,
+                ids.as_deref(),
+            ))
         })
         .await?;
-        let (ok, detail) = match &checked {
-            Ok(d) => (true, d.clone()),
-            Err(p) => (false, p.to_string()),
+        let (ok, detail, level) = match &checked {
+            Ok(c) => (true, in_stream_note(art.kind, c), c.level),
+            Err(e) => (false, e.to_string(), VerifyLevel::Full),
         };
-        info!(file = %art.file, ok, detail = %detail, "verified");
+        info!(file = %art.file, ok, level = %level, detail = %detail, "verified");
         art.verification = Verification {
             ok,
             checked_at: Utc::now(),
             detail,
+            level,
         };
-        if let Err(problem) = checked {
+        if let Err(e) = checked {
             for f in art.files() {
                 self.dir.remove(f)?;
             }
-            return Err(Error::verification(&art.file, problem));
+            return Err(match e {
+                CheckError::Bad(problem) => Error::verification(&art.file, problem),
+                // The identity of this host is not among the recipients: a settings problem.
+                CheckError::Key(detail) => Error::Key {
+                    file: art.file.clone(),
+                    detail,
+                },
+            });
         }
         self.rec.artifacts.push(art);
         Ok(())

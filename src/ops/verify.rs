@@ -11,11 +11,14 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::archive::ArchiveExpectations;
-use crate::catalog::{ArtifactKind, ArtifactRecord, Catalog, Entry, RunId, RunRecord, RunState};
+use crate::catalog::{
+    ArtifactKind, ArtifactRecord, Catalog, Entry, RunId, RunRecord, RunState, VerifyLevel,
+};
 use crate::config::Thresholds;
+use crate::crypt::{Identities, UnsealError};
 use crate::error::{Checksum, Error, Problem, Result};
 use crate::ops::Selector;
-use crate::pipeline::PlainReader;
+use crate::pipeline::{OpenError, Opening, PlainReader};
 use crate::sink::local::{BackupDir, TEMP_PREFIX};
 use crate::source::postgres::{tail_is_complete, DUMPALL_COMPLETE, DUMP_COMPLETE};
 use crate::units::human_bytes;
@@ -43,6 +46,8 @@ pub enum Target {
 pub enum Outcome {
     Ok(String),
     Failed(Problem),
+    /// Encrypted, and this host's identity cannot open it (a settings problem: exit 2).
+    Unopenable(String),
     /// Not a backup, so not checked: failed or incomplete runs, unmanaged files.
     Skipped(String),
 }
@@ -69,6 +74,9 @@ impl VerifyReport {
     pub fn passed(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Ok(_)))
     }
+    pub fn unopenable(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Unopenable(_)))
+    }
     pub fn skipped(&self) -> usize {
         self.count(|o| matches!(o, Outcome::Skipped(_)))
     }
@@ -77,14 +85,111 @@ impl VerifyReport {
     }
 }
 
-/// Checks one recorded artifact against the file on disk; `Ok` carries a one-line summary.
+/// Why an artifact check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The backup is bad (exit 3).
+    Bad(Problem),
+    /// This host cannot decrypt it (exit 2): the backup itself may be fine.
+    Key(String),
+}
+
+impl From<Problem> for CheckError {
+    fn from(p: Problem) -> Self {
+        CheckError::Bad(p)
+    }
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckError::Bad(p) => p.fmt(f),
+            CheckError::Key(k) => f.write_str(k),
+        }
+    }
+}
+
+/// What a passed check found, and how deep it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub detail: String,
+    pub level: VerifyLevel,
+}
+
+/// Checks one recorded artifact against the file on disk. A sealed artifact is checked in full
+/// with `ids`, and at the stored level without.
 pub fn check_artifact(
     dir: &Path,
     a: &ArtifactRecord,
     th: &Thresholds,
-) -> std::result::Result<String, Problem> {
+    ids: Option<&Identities>,
+) -> std::result::Result<Checked, CheckError> {
     let path = dir.join(&a.file);
-    let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+    check_size(&path, a, th)?;
+    let sidecar = a.index_file.as_ref().map(|f| dir.join(f));
+    if let Some(p) = &sidecar {
+        check_sidecar(p, a, ids)?;
+    }
+    if a.sealed() && ids.is_none() {
+        let detail = check_sealed_file(&path, a)?;
+        return Ok(Checked {
+            detail,
+            level: VerifyLevel::Stored,
+        });
+    }
+    let unreadable = |e: std::io::Error| Problem::Unreadable {
+        what: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let file = File::open(&path).map_err(unreadable)?;
+    let how = Opening {
+        compression: a.compression,
+        unseal: ids,
+        sealed: a.sealed(),
+    };
+    let mut reader = PlainReader::open(std::io::BufReader::with_capacity(256 * 1024, file), how)
+        .map_err(open_error)?;
+    // A sealed index is proven above against the same plain checksum the archive's own copy
+    // must match: the archive is checked against that copy, with no plaintext written anywhere.
+    let exp = ArchiveExpectations {
+        index_file: sidecar.as_deref().filter(|_| !a.sealed()),
+        index_sha256: a.index_sha256.as_deref(),
+        objects: a.objects,
+    };
+    let content = check_content(a.kind, &mut reader, &exp)?;
+    let digest = reader.finish().map_err(|e| {
+        Problem::undecodable(format!("{} stream does not decompress: {e}", a.compression))
+    })?;
+    if digest.stored_sha256 != a.stored_sha256 {
+        return Err(CheckError::Bad(Problem::ChecksumMismatch {
+            what: Checksum::Stored,
+            actual: digest.stored_sha256,
+            recorded: a.stored_sha256.clone(),
+        }));
+    }
+    if digest.plain_sha256 != a.plain_sha256 || digest.plain_bytes != a.plain_bytes {
+        return Err(CheckError::Bad(Problem::PlainMismatch {
+            bytes: digest.plain_bytes,
+            sha256: digest.plain_sha256,
+        }));
+    }
+    let opened = if a.sealed() { "decrypted, " } else { "" };
+    Ok(Checked {
+        detail: format!(
+            "sha256 ok, {opened}{} decompressed, {content}",
+            human_bytes(digest.plain_bytes)
+        ),
+        level: VerifyLevel::Full,
+    })
+}
+
+/// The file exists, has the recorded size, and is above the kind's threshold.
+fn check_size(
+    path: &Path,
+    a: &ArtifactRecord,
+    th: &Thresholds,
+) -> std::result::Result<(), Problem> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Problem::Missing {
             what: path.display().to_string(),
         },
@@ -108,68 +213,89 @@ pub fn check_artifact(
             kind: a.kind.to_string(),
         });
     }
+    Ok(())
+}
+
+/// The stored level of a sealed file: the ciphertext's SHA-256 and a well-formed age header.
+fn check_sealed_file(path: &Path, a: &ArtifactRecord) -> std::result::Result<String, Problem> {
     let unreadable = |e: std::io::Error| Problem::Unreadable {
         what: path.display().to_string(),
         detail: e.to_string(),
     };
-    let file = File::open(&path).map_err(unreadable)?;
-    let mut reader = PlainReader::new(
-        std::io::BufReader::with_capacity(256 * 1024, file),
-        a.compression,
-    )
-    .map_err(|e| Problem::undecodable(format!("cannot start decompressing: {e}")))?;
-    let index_path = a.index_file.as_ref().map(|f| dir.join(f));
-    if let Some(p) = &index_path {
-        check_sidecar(p, a.index_sha256.as_deref())?;
-    }
-    let exp = ArchiveExpectations {
-        index_file: index_path.as_deref(),
-        index_sha256: a.index_sha256.as_deref(),
-        objects: a.objects,
-    };
-    let content = check_content(a.kind, &mut reader, &exp)?;
-    let digest = reader.finish().map_err(|e| {
-        Problem::undecodable(format!("{} stream does not decompress: {e}", a.compression))
-    })?;
-    if digest.stored_sha256 != a.stored_sha256 {
+    let (_, sha) = crate::pipeline::hash_file(path).map_err(unreadable)?;
+    if sha != a.stored_sha256 {
         return Err(Problem::ChecksumMismatch {
             what: Checksum::Stored,
-            actual: digest.stored_sha256,
+            actual: sha,
             recorded: a.stored_sha256.clone(),
         });
     }
-    if digest.plain_sha256 != a.plain_sha256 || digest.plain_bytes != a.plain_bytes {
-        return Err(Problem::PlainMismatch {
-            bytes: digest.plain_bytes,
-            sha256: digest.plain_sha256,
-        });
+    let f = File::open(path).map_err(unreadable)?;
+    crate::crypt::check_header(std::io::BufReader::new(f))
+        .map_err(|e| Problem::undecodable(format!("not an age file: {e}")))?;
+    Ok("stored level: sha256 of the ciphertext ok, age header ok (no identity here for a full check)".into())
+}
+
+/// A reader that could not be opened: a key problem, or damage.
+fn open_error(e: OpenError) -> CheckError {
+    match e {
+        OpenError::NoIdentity => CheckError::Key(e.to_string()),
+        OpenError::Unseal(UnsealError::NoMatchingKey) => CheckError::Key(e.to_string()),
+        OpenError::Unseal(UnsealError::Corrupt(d)) => {
+            CheckError::Bad(Problem::undecodable(format!("age header: {d}")))
+        }
+        OpenError::Unseal(UnsealError::Io(e)) => {
+            CheckError::Bad(Problem::undecodable(format!("cannot start reading: {e}")))
+        }
     }
-    Ok(format!(
-        "sha256 ok, {} decompressed, {content}",
-        human_bytes(digest.plain_bytes)
-    ))
 }
 
 /// The object index beside a bucket archive must be there and be the one the run recorded: a
-/// restore reads it (content types, metadata) before it reads the archive.
-pub fn check_sidecar(path: &Path, recorded: Option<&str>) -> std::result::Result<(), Problem> {
-    let (_, sha) = crate::pipeline::hash_file(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Problem::Missing {
-            what: format!("the object index {}", path.display()),
-        },
+/// restore reads it (content types, metadata) before it reads the archive. A sealed index is
+/// checked as stored (its ciphertext's checksum), and decrypted to its plain checksum when `ids`
+/// are given.
+pub fn check_sidecar(
+    path: &Path,
+    a: &ArtifactRecord,
+    ids: Option<&Identities>,
+) -> std::result::Result<(), CheckError> {
+    let what = || format!("the object index {}", path.display());
+    let missing = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => Problem::Missing { what: what() },
         _ => Problem::Unreadable {
-            what: format!("the object index {}", path.display()),
+            what: what(),
             detail: e.to_string(),
         },
-    })?;
-    match recorded {
-        Some(want) if want != sha => Err(Problem::ChecksumMismatch {
+    };
+    let (_, sha) = crate::pipeline::hash_file(path).map_err(missing)?;
+    let stored_want = if a.sealed() {
+        a.index_stored_sha256.as_deref()
+    } else {
+        a.index_sha256.as_deref()
+    };
+    if let Some(want) = stored_want.filter(|w| *w != sha) {
+        return Err(CheckError::Bad(Problem::ChecksumMismatch {
             what: Checksum::Index,
             actual: sha,
             recorded: want.to_string(),
-        }),
-        _ => Ok(()),
+        }));
     }
+    if let (true, Some(ids), Some(want)) = (a.sealed(), ids, a.index_sha256.as_deref()) {
+        let f = File::open(path).map_err(missing)?;
+        let plain = crate::crypt::unseal(f, ids).map_err(|e| open_error(e.into()))?;
+        let mut r = crate::pipeline::HashReader::new(plain);
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map_err(|e| Problem::undecodable(format!("{}: {e}", what())))?;
+        let (_, got) = r.finish();
+        if got != want {
+            return Err(CheckError::Bad(Problem::ChecksumMismatch {
+                what: Checksum::Index,
+                actual: got,
+                recorded: want.to_string(),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the whole plain stream and checks what it must contain for its kind.
@@ -213,12 +339,26 @@ fn read_keeping_tail(r: &mut dyn Read, keep: usize) -> std::result::Result<Vec<u
     }
 }
 
-/// Runs `verify` over a target. Blocking: it reads whole files.
-pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<VerifyReport> {
+/// What every check of one `verify` needs.
+struct Ctx<'a> {
+    dir: &'a BackupDir,
+    th: &'a Thresholds,
+    ids: Option<&'a Identities>,
+}
+
+/// Runs `verify` over a target. Blocking: it reads whole files. Sealed artifacts are checked in
+/// full with `ids`, at the stored level without.
+pub fn verify(
+    dir: &BackupDir,
+    th: &Thresholds,
+    ids: Option<&Identities>,
+    target: &Target,
+) -> Result<VerifyReport> {
+    let ctx = Ctx { dir, th, ids };
     let catalog = Catalog::new(dir.clone());
     let mut report = VerifyReport::default();
     match target {
-        Target::All => check_all(dir, th, &catalog, &mut report)?,
+        Target::All => check_all(&ctx, &catalog, &mut report)?,
         Target::One(Selector::Latest) => {
             let latest = catalog.latest_ok()?.ok_or_else(|| {
                 Error::verification(
@@ -228,7 +368,7 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
                     },
                 )
             })?;
-            check_entry(dir, th, &Entry::Record(Box::new(latest)), &mut report);
+            check_entry(&ctx, &Entry::Record(Box::new(latest)), &mut report);
         }
         Target::One(Selector::Run(id)) => {
             let entry = match catalog.load(id) {
@@ -239,26 +379,22 @@ pub fn verify(dir: &BackupDir, th: &Thresholds, target: &Target) -> Result<Verif
                     error: e.to_string(),
                 },
             };
-            check_entry(dir, th, &entry, &mut report);
+            check_entry(&ctx, &entry, &mut report);
         }
-        Target::One(Selector::File(path)) => check_file(dir, th, &catalog, path, &mut report)?,
+        Target::One(Selector::File(path)) => check_file(&ctx, &catalog, path, &mut report)?,
     }
     Ok(report)
 }
 
 /// Every record's artifacts, then the files no record names (skipped as unmanaged).
-fn check_all(
-    dir: &BackupDir,
-    th: &Thresholds,
-    catalog: &Catalog,
-    report: &mut VerifyReport,
-) -> Result<()> {
+fn check_all(ctx: &Ctx<'_>, catalog: &Catalog, report: &mut VerifyReport) -> Result<()> {
+    let dir = ctx.dir;
     let mut named = std::collections::HashSet::new();
     for e in &catalog.entries()? {
         if let Entry::Record(r) = e {
             named.extend(r.artifacts.iter().map(|a| a.file.clone()));
         }
-        check_entry(dir, th, e, report);
+        check_entry(ctx, e, report);
     }
     for name in dir.file_names()? {
         if name.starts_with(TEMP_PREFIX) || named.contains(&name) {
@@ -282,18 +418,18 @@ fn check_all(
 /// One file: its artifact when a record of the directory names it, else a failure (nothing
 /// proves an unrecorded file complete).
 fn check_file(
-    dir: &BackupDir,
-    th: &Thresholds,
+    ctx: &Ctx<'_>,
     catalog: &Catalog,
     path: &std::path::Path,
     report: &mut VerifyReport,
 ) -> Result<()> {
+    let dir = ctx.dir;
     let found = match Selector::file_in(path, dir.path()) {
         Some(name) => catalog.find_file(&name)?,
         None => None,
     };
     if let Some((rec, a)) = found {
-        check_record_artifacts(dir, th, &rec, Some(&a.file), report);
+        check_record_artifacts(ctx, &rec, Some(&a.file), report);
         return Ok(());
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -314,7 +450,7 @@ fn check_file(
     Ok(())
 }
 
-fn check_entry(dir: &BackupDir, th: &Thresholds, e: &Entry, report: &mut VerifyReport) {
+fn check_entry(ctx: &Ctx<'_>, e: &Entry, report: &mut VerifyReport) {
     match e {
         Entry::Unreadable {
             run_id,
@@ -329,13 +465,12 @@ fn check_entry(dir: &BackupDir, th: &Thresholds, e: &Entry, report: &mut VerifyR
                 detail: error.clone(),
             }),
         }),
-        Entry::Record(r) => check_record_artifacts(dir, th, r, None, report),
+        Entry::Record(r) => check_record_artifacts(ctx, r, None, report),
     }
 }
 
 fn check_record_artifacts(
-    dir: &BackupDir,
-    th: &Thresholds,
+    ctx: &Ctx<'_>,
     r: &RunRecord,
     only: Option<&str>,
     report: &mut VerifyReport,
@@ -361,7 +496,7 @@ fn check_record_artifacts(
             "failed run ({}): not a backup",
             r.error.as_deref().unwrap_or("no error recorded")
         )),
-        RunState::Running if dir.is_locked() => Some("run in progress".into()),
+        RunState::Running if ctx.dir.is_locked() => Some("run in progress".into()),
         RunState::Running | RunState::Incomplete | RunState::Unreadable => {
             Some("incomplete run (interrupted before it finished): not a backup".into())
         }
@@ -382,9 +517,10 @@ fn check_record_artifacts(
                 a.verification.detail
             ))
         } else {
-            match check_artifact(dir.path(), a, th) {
-                Ok(d) => Outcome::Ok(d),
-                Err(p) => Outcome::Failed(p),
+            match check_artifact(ctx.dir.path(), a, ctx.th, ctx.ids) {
+                Ok(c) => Outcome::Ok(c.detail),
+                Err(CheckError::Bad(p)) => Outcome::Failed(p),
+                Err(CheckError::Key(k)) => Outcome::Unopenable(k),
             }
         };
         let mut c = base(&a.file, Some(a.kind), outcome);
@@ -397,5 +533,9 @@ fn check_record_artifacts(
 pub async fn run(cfg: &crate::config::Config, target: Target) -> Result<VerifyReport> {
     let th = *cfg.thresholds()?;
     let dir = BackupDir::open(&cfg.backup_dir())?;
-    crate::ops::blocking("verification", move || verify(&dir, &th, &target)).await
+    let ids = cfg.identities()?;
+    crate::ops::blocking("verification", move || {
+        verify(&dir, &th, ids.as_deref(), &target)
+    })
+    .await
 }

@@ -1,19 +1,23 @@
 //! Stream adapters between a source and a sink: hash the plain bytes, compress, hash and count the
 //! stored bytes. Knows nothing of pg_dump, buckets or files.
 //!
-//! Writing: `source bytes → [sha256 plain, count] → encoder (gzip | zstd | none) → [sha256 stored,
-//! count] → inner writer`. [`StoreWriter::finish`] flushes the encoder's trailer and returns the
-//! inner writer with a [`Digest`] of both sides; until then nothing is complete.
+//! Writing: `source bytes → [sha256 plain, count, tail] → encoder (gzip | zstd | none) → [age
+//! seal, when recipients are set] → [sha256 stored, count] → inner writer`. [`StoreWriter::finish`]
+//! flushes the encoder's trailer and age's last chunk and returns the inner writer with a
+//! [`Digest`] of both sides; until then nothing is complete. No plaintext byte of a sealed artifact
+//! reaches the inner writer.
 //!
-//! Reading back (verification, restore): [`PlainReader`] decompresses a stored stream while hashing
-//! both sides, so one pass over the file proves the stored checksum, the whole-stream decompression
-//! and the plain checksum at once.
+//! Reading back (verification, restore): [`PlainReader`] opens the seal (with an identity),
+//! decompresses, and hashes both sides, so one pass over the file proves the stored checksum, the
+//! age authentication, the whole-stream decompression and the plain checksum at once.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+use crate::crypt::{Identities, Recipients, SealWriter, UnsealError};
 
 /// How artifacts are compressed on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,16 +124,28 @@ enum Encoder<W: Write> {
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
+/// How many plain bytes [`StoreWriter`] keeps from the end of the stream: enough for pg_dump's
+/// completion line and what may follow it.
+pub const TAIL: usize = 4096;
+
 /// The write side of the pipeline. Write plain bytes in; call [`StoreWriter::finish`].
 pub struct StoreWriter<W: Write> {
     plain: Sha256,
     plain_bytes: u64,
-    encoder: Encoder<HashWriter<W>>,
+    /// The last [`TAIL`] plain bytes: a sealed dump's completion line is checked here, in the
+    /// stream, since the file itself can only be read back with the identity.
+    tail: Vec<u8>,
+    encoder: Encoder<SealWriter<HashWriter<W>>>,
 }
 
 impl<W: Write> StoreWriter<W> {
-    pub fn new(inner: W, compression: Compression, level: Option<i32>) -> io::Result<Self> {
-        let stored = HashWriter::new(inner);
+    pub fn new(
+        inner: W,
+        compression: Compression,
+        level: Option<i32>,
+        recipients: Option<&Recipients>,
+    ) -> io::Result<Self> {
+        let stored = SealWriter::new(HashWriter::new(inner), recipients)?;
         let encoder = match compression {
             Compression::None => Encoder::None(stored),
             Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
@@ -150,18 +166,25 @@ impl<W: Write> StoreWriter<W> {
         Ok(StoreWriter {
             plain: Sha256::new(),
             plain_bytes: 0,
+            tail: Vec::with_capacity(TAIL * 2),
             encoder,
         })
     }
 
-    /// Finishes the compressed stream (trailer included) and returns the inner writer.
+    /// The last plain bytes written (up to [`TAIL`]).
+    pub fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
+    /// Finishes the compressed stream (trailer included), then the seal, and returns the inner
+    /// writer.
     pub fn finish(self) -> io::Result<(W, Digest)> {
-        let stored = match self.encoder {
+        let sealed = match self.encoder {
             Encoder::None(w) => w,
             Encoder::Gzip(e) => e.finish()?,
             Encoder::Zstd(e) => e.finish()?,
         };
-        let (inner, stored_bytes, stored_sha256) = stored.finish();
+        let (inner, stored_bytes, stored_sha256) = sealed.finish()?.finish();
         Ok((
             inner,
             Digest {
@@ -183,6 +206,7 @@ impl<W: Write> Write for StoreWriter<W> {
         };
         self.plain.update(&buf[..n]);
         self.plain_bytes += n as u64;
+        keep_tail(&mut self.tail, &buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -194,13 +218,52 @@ impl<W: Write> Write for StoreWriter<W> {
     }
 }
 
+fn keep_tail(tail: &mut Vec<u8>, buf: &[u8]) {
+    if buf.len() >= TAIL {
+        tail.clear();
+        tail.extend_from_slice(&buf[buf.len() - TAIL..]);
+    } else {
+        tail.extend_from_slice(buf);
+        if tail.len() > TAIL {
+            tail.drain(..tail.len() - TAIL);
+        }
+    }
+}
+
+/// How a stored file is opened: its compression, and the identities when it is sealed.
+#[derive(Clone, Copy)]
+pub struct Opening<'a> {
+    pub compression: Compression,
+    /// `Some` for a sealed file: `Err` when the file is sealed and no identity was configured.
+    pub unseal: Option<&'a Identities>,
+    pub sealed: bool,
+}
+
+/// Why a stored file could not be opened for reading its plain content.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file is sealed and no identity was given.
+    #[error(
+        "the file is encrypted (age) and no identity is configured: set BACKUP_AGE_IDENTITY_FILE"
+    )]
+    NoIdentity,
+    #[error(transparent)]
+    Unseal(#[from] UnsealError),
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Unseal(UnsealError::Io(e))
+    }
+}
+
 /// Opens a stored file for reading its plain content.
 pub fn open_plain(
     path: &std::path::Path,
-    compression: Compression,
-) -> io::Result<PlainReader<BufReader<std::fs::File>>> {
+    how: Opening<'_>,
+) -> Result<PlainReader<BufReader<std::fs::File>>, OpenError> {
     let f = std::fs::File::open(path)?;
-    PlainReader::new(BufReader::with_capacity(256 * 1024, f), compression)
+    PlainReader::open(BufReader::with_capacity(256 * 1024, f), how)
 }
 
 /// SHA-256 and length of a whole file, read in 1 MiB blocks.
@@ -255,19 +318,55 @@ enum Decoder<R: BufRead> {
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
-/// The read side: decompresses a stored stream, hashing both sides.
+/// The compressed stream under the decoder: the stored bytes, or what the seal lets through.
+enum Opened<R: Read> {
+    Plain(SharedStored<R>),
+    Sealed(Box<age::stream::StreamReader<BufReader<SharedStored<R>>>>),
+}
+
+impl<R: Read> Read for Opened<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Opened::Plain(r) => r.read(buf),
+            Opened::Sealed(r) => r.read(buf),
+        }
+    }
+}
+
+/// The read side: opens the seal, decompresses a stored stream, hashing both sides.
 pub struct PlainReader<R: Read> {
     stored: std::rc::Rc<std::cell::RefCell<HashReader<R>>>,
-    decoder: Decoder<BufReader<SharedStored<R>>>,
+    decoder: Decoder<BufReader<Opened<R>>>,
     plain: Sha256,
     plain_bytes: u64,
 }
 
 impl<R: Read> PlainReader<R> {
+    /// A reader of an unsealed stream.
     pub fn new(inner: R, compression: Compression) -> io::Result<Self> {
+        let how = Opening {
+            compression,
+            unseal: None,
+            sealed: false,
+        };
+        Self::open(inner, how).map_err(|e| match e {
+            OpenError::Unseal(UnsealError::Io(e)) => e,
+            other => io::Error::other(other),
+        })
+    }
+
+    /// A reader of a stored stream, sealed or not. A wrong identity or a damaged header fails
+    /// here; damage further in fails a later `read` with `InvalidData`.
+    pub fn open(inner: R, how: Opening<'_>) -> Result<Self, OpenError> {
         let stored = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(inner)));
-        let buffered = BufReader::with_capacity(256 * 1024, SharedStored(stored.clone()));
-        let decoder = match compression {
+        let shared = SharedStored(stored.clone());
+        let opened = match (how.sealed, how.unseal) {
+            (false, _) => Opened::Plain(shared),
+            (true, None) => return Err(OpenError::NoIdentity),
+            (true, Some(ids)) => Opened::Sealed(Box::new(crate::crypt::unseal(shared, ids)?)),
+        };
+        let buffered = BufReader::with_capacity(256 * 1024, opened);
+        let decoder = match how.compression {
             Compression::None => Decoder::None(buffered),
             Compression::Gzip => {
                 Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
@@ -325,7 +424,7 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
-        let mut w = StoreWriter::new(Vec::new(), c, None).unwrap();
+        let mut w = StoreWriter::new(Vec::new(), c, None, None).unwrap();
         for chunk in data.chunks(7000) {
             w.write_all(chunk).unwrap();
         }
@@ -371,7 +470,7 @@ mod tests {
     #[test]
     fn truncated_streams_fail_to_decompress() {
         for c in [Compression::Gzip, Compression::Zstd] {
-            let mut w = StoreWriter::new(Vec::new(), c, None).unwrap();
+            let mut w = StoreWriter::new(Vec::new(), c, None, None).unwrap();
             w.write_all(&vec![7u8; 100_000]).unwrap();
             let (stored, _) = w.finish().unwrap();
             let cut = &stored[..stored.len() - 6];
@@ -381,6 +480,46 @@ mod tests {
                 r.read_to_end(&mut back).is_err(),
                 "{c} truncated stream decoded"
             );
+        }
+    }
+
+    #[test]
+    fn sealed_streams_round_trip_and_keep_no_plaintext() {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        let mut keyfile = tempfile::NamedTempFile::new().unwrap();
+        writeln!(keyfile, "{}", id.to_string().expose_secret()).unwrap();
+        let r = Recipients::parse(Some(&id.to_public().to_string()), None)
+            .unwrap()
+            .unwrap();
+        let ids = Identities::load(keyfile.path()).unwrap();
+        let data = b"-- secret table contents\n".repeat(5000);
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let mut w = StoreWriter::new(Vec::new(), c, None, Some(&r)).unwrap();
+            w.write_all(&data).unwrap();
+            assert!(w.tail().ends_with(b"contents\n"));
+            let (stored, digest) = w.finish().unwrap();
+            assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+            assert!(!stored.windows(6).any(|x| x == b"secret"), "{c}: plaintext");
+            assert_eq!(digest.stored_sha256, hex::encode(Sha256::digest(&stored)));
+            let how = Opening {
+                compression: c,
+                unseal: Some(&ids),
+                sealed: true,
+            };
+            let mut rd = PlainReader::open(&stored[..], how).unwrap();
+            let mut back = Vec::new();
+            rd.read_to_end(&mut back).unwrap();
+            assert_eq!(back, data);
+            assert_eq!(rd.finish().unwrap(), digest);
+            let no_id = Opening {
+                unseal: None,
+                ..how
+            };
+            assert!(matches!(
+                PlainReader::open(&stored[..], no_id),
+                Err(OpenError::NoIdentity)
+            ));
         }
     }
 

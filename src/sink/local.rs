@@ -14,6 +14,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::crypt::Recipients;
 use crate::error::{Error, Result};
 use crate::pipeline::{Compression, Digest, StoreWriter};
 
@@ -238,11 +239,14 @@ pub struct ArtifactWriter {
 }
 
 impl ArtifactWriter {
+    /// A writer of `name` (the final name; sealed when `recipients` are given, and then `name`
+    /// must end with `.age`).
     pub fn new(
         dir: &BackupDir,
         name: &str,
         compression: Compression,
         level: Option<i32>,
+        recipients: Option<&Recipients>,
     ) -> Result<Self> {
         let mut temp = dir.create_temp(name)?;
         let path = temp.temp_path().to_path_buf();
@@ -254,6 +258,7 @@ impl ArtifactWriter {
             BufWriter::with_capacity(256 * 1024, file),
             compression,
             level,
+            recipients,
         )
         .map_err(|e| Error::io("cannot start compressing into", &path, e))?;
         Ok(ArtifactWriter { temp, w })
@@ -261,6 +266,11 @@ impl ArtifactWriter {
 
     pub fn temp_path(&self) -> &Path {
         self.temp.temp_path()
+    }
+
+    /// The last plain bytes written so far (see [`crate::pipeline::TAIL`]).
+    pub fn plain_tail(&self) -> &[u8] {
+        self.w.tail()
     }
 
     /// Where the source writes its plain bytes.

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::archive::{IndexEntry, PathPlanner, INDEX_ENTRY};
+use crate::crypt::{Identities, Recipients, SealWriter};
 use crate::error::{Error, Result, S3Error, S3ErrorKind};
 use crate::pipeline::{HashReader, HashWriter};
 use crate::s3::{s3_error, with_key};
@@ -32,6 +33,8 @@ pub struct BucketSummary {
     /// Keys listed but deleted before they could be fetched.
     pub skipped: Vec<String>,
     pub index_sha256: String,
+    /// The index file's SHA-256 as stored, when it is sealed (ciphertext).
+    pub index_stored_sha256: Option<String>,
 }
 
 enum Body {
@@ -56,18 +59,25 @@ enum Fetch {
     Gone(String),
 }
 
-/// Backs up `bucket` (keys under `prefix`) into `archive`, writing the index into `index`.
+/// Where a bucket's archive and object index go.
+pub struct Outputs {
+    pub archive: ArtifactWriter,
+    pub index: TempArtifact,
+    /// Set: the index file is sealed to these keys, like the archive.
+    pub recipients: Option<std::sync::Arc<Recipients>>,
+}
+
+/// Backs up `bucket` (keys under `prefix`) into the archive, writing the index beside it.
 pub async fn backup_bucket(
     client: &Client,
     bucket: &str,
     prefix: Option<&str>,
     concurrency: usize,
-    archive: ArtifactWriter,
-    index: TempArtifact,
+    out: Outputs,
     progress: &crate::progress::Progress,
 ) -> Result<(BucketSummary, ArtifactWriter, TempArtifact)> {
     let (tx, rx) = mpsc::channel::<Msg>(concurrency.max(2));
-    let writer = tokio::task::spawn_blocking(move || write_archive(rx, archive, index));
+    let writer = tokio::task::spawn_blocking(move || write_archive(rx, out));
 
     let fed = feed(client, bucket, prefix, concurrency, &tx, progress).await;
     let finish_sent = match &fed {
@@ -97,6 +107,7 @@ pub async fn backup_bucket(
             bytes: stats.bytes,
             skipped: stats.skipped,
             index_sha256: stats.index_sha256,
+            index_stored_sha256: stats.index_stored_sha256,
         },
         archive,
         index,
@@ -398,6 +409,7 @@ struct WriterStats {
     bytes: u64,
     skipped: Vec<String>,
     index_sha256: String,
+    index_stored_sha256: Option<String>,
 }
 
 /// Reads a body, failing unless it holds exactly `size` bytes.
@@ -487,9 +499,13 @@ fn header(size: u64, mtime: u64) -> tar::Header {
 /// The blocking side: tar + compression + per-object hashing + index.
 fn write_archive(
     mut rx: mpsc::Receiver<Msg>,
-    mut archive: ArtifactWriter,
-    mut index: TempArtifact,
+    out: Outputs,
 ) -> Result<(ArtifactWriter, TempArtifact, WriterStats)> {
+    let Outputs {
+        mut archive,
+        mut index,
+        recipients,
+    } = out;
     let archive_path = archive.temp_path().to_path_buf();
     let index_path = index.temp_path().to_path_buf();
     let io_err = |e: io::Error| Error::io("cannot write", &archive_path, e);
@@ -497,7 +513,8 @@ fn write_archive(
         .writer()
         .try_clone()
         .map_err(|e| Error::io("cannot reopen", &index_path, e))?;
-    let mut index_w = HashWriter::new(BufWriter::new(index_file));
+    let (mut index_w, scratch) = IndexWriter::new(index_file, recipients.as_deref())
+        .map_err(|e| Error::io("cannot start writing", &index_path, e))?;
     let mut stats = WriterStats::default();
     let mut planner = PathPlanner::default();
     {
@@ -542,7 +559,13 @@ fn write_archive(
                 .write_all(b"\n")
                 .map_err(|e| Error::io("cannot write", &index_path, e))?;
         }
-        stats.index_sha256 = append_index(&mut tar, index_w, &index_path, &archive_path)?;
+        (stats.index_sha256, stats.index_stored_sha256) = append_index(
+            &mut tar,
+            index_w,
+            scratch.as_ref(),
+            &index_path,
+            &archive_path,
+        )?;
     }
     Ok((archive, index, stats))
 }
@@ -550,15 +573,14 @@ fn write_archive(
 /// Ends the archive with the object index as its last entry; returns the index's SHA-256.
 fn append_index(
     tar: &mut tar::Builder<&mut dyn Write>,
-    mut index_w: HashWriter<BufWriter<std::fs::File>>,
+    index_w: IndexWriter,
+    scratch: Option<&Identities>,
     index_path: &std::path::Path,
     archive_path: &std::path::Path,
-) -> Result<String> {
-    index_w
-        .flush()
+) -> Result<(String, Option<String>)> {
+    let (index_bytes, index_sha, stored_sha) = index_w
+        .finish()
         .map_err(|e| Error::io("cannot write", index_path, e))?;
-    let (buf, index_bytes, index_sha) = index_w.finish();
-    drop(buf);
     let mut h = header(
         index_bytes,
         std::time::SystemTime::now()
@@ -569,7 +591,56 @@ fn append_index(
     let f =
         std::fs::File::open(index_path).map_err(|e| Error::io("cannot reopen", index_path, e))?;
     let io_err = |e: io::Error| Error::io("cannot write", archive_path, e);
-    tar.append_data(&mut h, INDEX_ENTRY, f).map_err(io_err)?;
+    match scratch {
+        None => tar.append_data(&mut h, INDEX_ENTRY, f).map_err(io_err)?,
+        Some(ids) => {
+            // Read back through the seal with the run's scratch key: the plain index never
+            // touches the disk.
+            let plain = crate::crypt::unseal(f, ids)
+                .map_err(|e| Error::step("reading back the sealed object index", e))?;
+            tar.append_data(&mut h, INDEX_ENTRY, plain)
+                .map_err(io_err)?
+        }
+    }
     tar.finish().map_err(io_err)?;
-    Ok(index_sha)
+    Ok((index_sha, scratch.map(|_| stored_sha)))
+}
+
+/// The object index file: plain content hashed, optionally sealed, stored bytes hashed.
+struct IndexWriter(HashWriter<SealWriter<HashWriter<BufWriter<std::fs::File>>>>);
+
+impl IndexWriter {
+    /// A writer of the index into `file`. When sealed, the file is also sealed to a scratch key
+    /// returned here (and dropped after the run), so the index can be read back into the archive.
+    fn new(
+        file: std::fs::File,
+        recipients: Option<&Recipients>,
+    ) -> io::Result<(IndexWriter, Option<Identities>)> {
+        let stored = HashWriter::new(BufWriter::new(file));
+        let (sealed, scratch) = match recipients {
+            None => (SealWriter::Plain(stored), None),
+            Some(r) => {
+                let (w, ids) = r.seal_with_scratch_key(stored)?;
+                (SealWriter::Age(w), Some(ids))
+            }
+        };
+        Ok((IndexWriter(HashWriter::new(sealed)), scratch))
+    }
+
+    /// Plain bytes, plain SHA-256, stored SHA-256.
+    fn finish(self) -> io::Result<(u64, String, String)> {
+        let (sealed, n, plain_sha) = self.0.finish();
+        let (buf, _, stored_sha) = sealed.finish()?.finish();
+        buf.into_inner().map_err(|e| e.into_error())?;
+        Ok((n, plain_sha, stored_sha))
+    }
+}
+
+impl Write for IndexWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }

@@ -12,6 +12,7 @@ mod buckets;
 mod daemon;
 mod deploy;
 mod deploy_stack;
+mod encryption;
 mod failures;
 mod fault_corrupt;
 mod fault_db;

@@ -8,11 +8,19 @@ use stackback::error::{exit, Error};
 
 pub fn run(cfg: &Config) -> Result<i32, Error> {
     let mut out = std::io::stdout().lock();
-    for r in cfg.settings().resolved() {
+    let rows = cfg.settings().resolved();
+    // Columns as wide as their longest entry, so every row lines up.
+    let key_w = rows.iter().map(|r| r.setting.key.len()).max().unwrap_or(0);
+    let env_w = rows
+        .iter()
+        .map(|r| r.setting.env.join("|").len())
+        .max()
+        .unwrap_or(0);
+    for r in rows {
         let env = r.setting.env.join("|");
         let _ = writeln!(
             out,
-            "{:<28} {:<40} {:<26} # {}",
+            "{:<key_w$} {:<40} {:<env_w$} # {}",
             r.setting.key,
             r.display_value(),
             env,

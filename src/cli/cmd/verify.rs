@@ -20,6 +20,7 @@ pub async fn run(cfg: &Config, target: Option<&str>, all: bool) -> Result<i32, E
         let (tag, text) = match &c.outcome {
             Outcome::Ok(t) => ("OK  ", t.clone()),
             Outcome::Failed(p) => ("FAIL", p.to_string()),
+            Outcome::Unopenable(k) => ("KEY ", k.clone()),
             Outcome::Skipped(t) => ("SKIP", t.clone()),
         };
         let size = c.stored_bytes.map(human_bytes).unwrap_or_default();
@@ -38,6 +39,10 @@ pub async fn run(cfg: &Config, target: Option<&str>, all: bool) -> Result<i32, E
     );
     if report.failed() > 0 {
         return Ok(exit::VERIFY);
+    }
+    if report.unopenable() > 0 {
+        eprintln!("error: this host's BACKUP_AGE_IDENTITY_FILE cannot open the encrypted backups marked KEY: set it to the identity of one of their recipients (or unset it to verify them at the stored level)");
+        return Ok(exit::USAGE);
     }
     if report.passed() == 0 {
         eprintln!("error: no verified backup among the checked runs");

@@ -1,7 +1,7 @@
 //! A database dump back into PostgreSQL: through psql, in one transaction, stopping at the first
 //! error; or out into a plain SQL file.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,7 +12,6 @@ use crate::catalog::{ArtifactKind, ArtifactRecord};
 use crate::config::{Config, PostgresConfig};
 use crate::error::{Error, Problem, Result};
 use crate::ops::Selector;
-use crate::pipeline::{open_plain, Compression};
 use crate::redact::Redactor;
 use crate::sink::local::BackupDir;
 use crate::source::postgres::{self, connect, sql_err, ToolSearch};
@@ -76,18 +75,17 @@ pub async fn restore_db(
 ) -> Result<DbRestoreReport> {
     let t0 = Instant::now();
     let dir = BackupDir::open(&cfg.backup_dir())?;
-    let a = super::proven(&dir, ArtifactKind::Database, sel)
+    let (a, stored) = super::proven(cfg, &dir, ArtifactKind::Database, sel)
         .await?
         .into_iter()
         .next()
         .expect("a selection holds at least one artifact");
     let archive = dir.join(&a.file);
     if let Some(out) = &opts.to_file {
-        let (archive, out2, compression) = (archive.clone(), out.clone(), a.compression);
-        let plain_bytes = crate::ops::blocking("writing SQL", move || {
-            write_plain(&archive, compression, &out2)
-        })
-        .await?;
+        let (archive, out2, stored) = (archive.clone(), out.clone(), stored.clone());
+        let plain_bytes =
+            crate::ops::blocking("writing SQL", move || write_plain(&archive, &stored, &out2))
+                .await?;
         return Ok(DbRestoreReport {
             artifact: a.file,
             target: out.display().to_string(),
@@ -108,13 +106,23 @@ pub async fn restore_db(
         .unwrap_or_else(|| a.source.clone());
     let (server_num, landing) = prepare_target(&pg, opts).await?;
     let plain_bytes = match &landing {
-        Landing::Direct => load(cfg, &pg, &a, &archive, server_num, opts.no_owner).await?,
+        Landing::Direct => {
+            load(cfg, &pg, (&a, &stored), &archive, server_num, opts.no_owner).await?
+        }
         Landing::Aside { new, old } => {
             let aside = PostgresConfig {
                 db: new.clone(),
                 ..pg.clone()
             };
-            let loaded = load(cfg, &aside, &a, &archive, server_num, opts.no_owner).await;
+            let loaded = load(
+                cfg,
+                &aside,
+                (&a, &stored),
+                &archive,
+                server_num,
+                opts.no_owner,
+            )
+            .await;
             if loaded.is_err() {
                 // The target was never touched; only the scratch database goes.
                 drop_database(&pg, new, server_num).await;
@@ -274,7 +282,7 @@ async fn drop_database(pg: &PostgresConfig, name: &str, server_num: i32) {
 async fn load(
     cfg: &Config,
     pg: &PostgresConfig,
-    a: &ArtifactRecord,
+    (a, stored): (&ArtifactRecord, &super::Stored),
     archive: &Path,
     server_num: i32,
     no_owner: bool,
@@ -284,8 +292,9 @@ async fn load(
     let psql = postgres::select_tool("psql", &tools, Some((server_num / 10000) as u32))?.clone();
     tracing::info!(artifact = %a.file, db = %pg.db, psql = %psql.path.display(), "restoring database");
     let (tx, rx) = mpsc::channel(8);
-    let (path, compression) = (archive.to_path_buf(), a.compression);
-    let reader = std::thread::spawn(move || read_dump(&path, compression, no_owner, tx));
+    let path = archive.to_path_buf();
+    let stored = stored.clone();
+    let reader = std::thread::spawn(move || read_dump(&path, &stored, no_owner, tx));
     let redactor: Redactor = cfg.redactor();
     let fed =
         crate::source::child::feed_stdin(postgres::psql_command(&psql, pg), "psql", rx, &redactor)
@@ -313,7 +322,7 @@ async fn load(
 /// sent as an error, so psql is stopped before it could commit.
 fn read_dump(
     archive: &Path,
-    compression: Compression,
+    stored: &super::Stored,
     no_owner: bool,
     tx: mpsc::Sender<Result<Bytes>>,
 ) {
@@ -325,10 +334,10 @@ fn read_dump(
             )),
         )
     };
-    let plain = match open_plain(archive, compression) {
+    let plain = match stored.open(archive) {
         Ok(p) => p,
         Err(e) => {
-            let _ = tx.blocking_send(Err(Error::io("cannot open", archive, e)));
+            let _ = tx.blocking_send(Err(e));
             return;
         }
     };
@@ -394,7 +403,7 @@ async fn count_rows(pg: &PostgresConfig) -> Result<(u64, u64)> {
 }
 
 /// Decompresses into `out` atomically (temp name, fsync, rename), mode 0600.
-fn write_plain(archive: &Path, compression: Compression, out: &Path) -> Result<u64> {
+fn write_plain(archive: &Path, stored: &super::Stored, out: &Path) -> Result<u64> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -403,10 +412,28 @@ fn write_plain(archive: &Path, compression: Compression, out: &Path) -> Result<u
         .prefix(".stackback-tmp.")
         .tempfile_in(parent)
         .map_err(|e| Error::io("cannot create a temp file in", parent, e))?;
-    let mut plain =
-        open_plain(archive, compression).map_err(|e| Error::io("cannot open", archive, e))?;
-    let n = std::io::copy(&mut plain, tmp.as_file_mut())
-        .map_err(|e| Error::io("cannot write", out, e))?;
+    let mut plain = stored.open(archive)?;
+    // Read errors (a damaged or forged stream) and write errors (the disk) are told apart: the
+    // temp file is dropped either way, so no partial SQL file is ever left under `out`.
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let got = plain.read(&mut buf).map_err(|e| {
+            Error::verification(
+                archive.display(),
+                Problem::undecodable(format!(
+                    "could not be read to the end ({e}); nothing was written"
+                )),
+            )
+        })?;
+        if got == 0 {
+            break;
+        }
+        tmp.as_file_mut()
+            .write_all(&buf[..got])
+            .map_err(|e| Error::io("cannot write", out, e))?;
+        n += got as u64;
+    }
     tmp.as_file_mut()
         .flush()
         .map_err(|e| Error::io("cannot write", out, e))?;

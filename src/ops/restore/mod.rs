@@ -9,13 +9,17 @@ pub mod db;
 pub mod objects;
 pub mod volume;
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::catalog::{ArtifactKind, ArtifactRecord, Catalog};
 use crate::config::Config;
+use crate::crypt::{Identities, UnsealError};
 use crate::error::{Checksum, Error, Problem, Result};
 use crate::ops::Selector;
-use crate::pipeline::hash_file;
+use crate::pipeline::{hash_file, open_plain, OpenError, Opening, PlainReader};
 use crate::sink::local::BackupDir;
 
 pub use db::{DbRestoreOptions, DbRestoreReport};
@@ -40,19 +44,82 @@ pub fn check_stored(dir: &Path, a: &ArtifactRecord) -> Result<()> {
     Ok(())
 }
 
-/// The verified artifacts of `kind` that `sel` names, each proven against its checksum.
+/// How to read a proven artifact's plain content: its compression, and the identities when it
+/// is sealed.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub compression: crate::pipeline::Compression,
+    pub sealed: bool,
+    pub ids: Option<Arc<Identities>>,
+}
+
+impl Stored {
+    /// Opens the file (decrypting, decompressing). A key problem is a settings error (exit 2);
+    /// a damaged header is a damaged backup (exit 3).
+    pub fn open(&self, path: &Path) -> Result<PlainReader<BufReader<File>>> {
+        let how = Opening {
+            compression: self.compression,
+            unseal: self.ids.as_deref(),
+            sealed: self.sealed,
+        };
+        open_plain(path, how).map_err(|e| open_error(path, e))
+    }
+}
+
+fn open_error(path: &Path, e: OpenError) -> Error {
+    let file = path.display().to_string();
+    match e {
+        OpenError::NoIdentity | OpenError::Unseal(UnsealError::NoMatchingKey) => Error::Key {
+            file,
+            detail: e.to_string(),
+        },
+        OpenError::Unseal(UnsealError::Corrupt(d)) => Error::verification(
+            format!("{file} (refusing to restore a damaged backup)"),
+            Problem::undecodable(format!("age header: {d}")),
+        ),
+        OpenError::Unseal(UnsealError::Io(e)) => Error::io("cannot open", path, e),
+    }
+}
+
+/// The verified artifacts of `kind` that `sel` names, each proven against its checksum, and for
+/// a sealed one, opened once with the identity: a missing or wrong key is refused before
+/// anything is written.
 async fn proven(
+    cfg: &Config,
     dir: &BackupDir,
     kind: ArtifactKind,
     sel: &Selector,
-) -> Result<Vec<ArtifactRecord>> {
+) -> Result<Vec<(ArtifactRecord, Stored)>> {
     let (_, arts) = sel.artifacts(&Catalog::new(dir.clone()), kind)?;
-    let (d, to_check) = (dir.path().to_path_buf(), arts.clone());
+    let ids = if arts.iter().any(ArtifactRecord::sealed) {
+        cfg.identities()?
+    } else {
+        None
+    };
+    let proven: Vec<(ArtifactRecord, Stored)> = arts
+        .into_iter()
+        .map(|a| {
+            let stored = Stored {
+                compression: a.compression,
+                sealed: a.sealed(),
+                ids: ids.clone(),
+            };
+            (a, stored)
+        })
+        .collect();
+    let (d, to_check) = (dir.path().to_path_buf(), proven.clone());
     crate::ops::blocking("checking the backup", move || {
-        to_check.iter().try_for_each(|a| check_stored(&d, a))
+        to_check.iter().try_for_each(|(a, stored)| {
+            check_stored(&d, a)?;
+            if a.sealed() {
+                // Opening reads the header and unwraps the file key: no key, no restore.
+                stored.open(&d.join(&a.file)).map(drop)?;
+            }
+            Ok(())
+        })
     })
     .await?;
-    Ok(arts)
+    Ok(proven)
 }
 
 /// What `restore run` did.

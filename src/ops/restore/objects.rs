@@ -19,9 +19,9 @@ use tokio::task::JoinSet;
 use crate::archive::{parse_index, IndexEntry, INDEX_ENTRY};
 use crate::catalog::{ArtifactKind, ArtifactRecord};
 use crate::config::Config;
-use crate::error::{Error, Problem, Result, S3ErrorKind};
+use crate::error::{Checksum, Error, Problem, Result, S3ErrorKind};
+use crate::ops::verify::CheckError;
 use crate::ops::Selector;
-use crate::pipeline::open_plain;
 use crate::s3::upload::{put_large, put_small, read_back, PART_SIZE};
 use crate::s3::{check_bucket, s3_error};
 use crate::sink::local::BackupDir;
@@ -80,7 +80,7 @@ pub async fn restore_objects(
 ) -> Result<Vec<ObjectRestoreReport>> {
     let objects = cfg.objects()?;
     let dir = BackupDir::open(&cfg.backup_dir())?;
-    let arts = super::proven(&dir, ArtifactKind::Objects, sel).await?;
+    let arts = super::proven(cfg, &dir, ArtifactKind::Objects, sel).await?;
     if opts.bucket.is_some() && arts.len() > 1 {
         return Err(Error::Usage(format!(
             "the run holds {} bucket archives; --bucket needs one: name the archive file instead",
@@ -89,8 +89,8 @@ pub async fn restore_objects(
     }
     let client = crate::s3::client(objects, opts.endpoint.as_deref())?;
     let mut reports = Vec::new();
-    for a in arts {
-        reports.push(restore_one(objects.concurrency, &dir, &client, &a, opts).await?);
+    for (a, stored) in arts {
+        reports.push(restore_one(objects.concurrency, &dir, &client, (&a, &stored), opts).await?);
     }
     Ok(reports)
 }
@@ -99,26 +99,29 @@ async fn restore_one(
     concurrency: usize,
     dir: &BackupDir,
     client: &Client,
-    a: &ArtifactRecord,
+    (a, stored): (&ArtifactRecord, &super::Stored),
     opts: &ObjectRestoreOptions,
 ) -> Result<ObjectRestoreReport> {
     let t0 = Instant::now();
     let bucket = opts.bucket.clone().unwrap_or_else(|| a.source.clone());
     prepare_bucket(client, &bucket, opts).await?;
     let index = {
-        let (d, a) = (dir.path().to_path_buf(), a.clone());
-        crate::ops::blocking("reading the object index", move || usable_index(&d, &a)).await?
+        let (d, a, st) = (dir.path().to_path_buf(), a.clone(), stored.clone());
+        crate::ops::blocking("reading the object index", move || {
+            usable_index(&d, &a, &st)
+        })
+        .await?
     };
     let index_file = index.path().to_path_buf();
     tracing::info!(archive = %a.file, bucket = %bucket, "restoring objects");
 
     let (tx, rx) = mpsc::channel::<Item>(concurrency.max(2));
     let archive = dir.join(&a.file);
-    let compression = a.compression;
+    let st = stored.clone();
     let prefix = opts.prefix.clone();
     let idx = index_file.clone();
     let reader = tokio::task::spawn_blocking(move || {
-        read_archive(&archive, compression, &idx, prefix.as_deref(), tx)
+        read_archive(&archive, &st, &idx, prefix.as_deref(), tx)
     });
 
     let mut report = ObjectRestoreReport {
@@ -160,22 +163,23 @@ async fn restore_one(
 }
 
 /// An object index that matches the run record: the sidecar, or else the copy inside the archive
-/// (written to a private temp file), so a damaged sidecar never stops a restore.
+/// (written to a private temp file), so a damaged sidecar never stops a restore. A sealed sidecar
+/// is decrypted into such a temp file too (mode 0600, removed when the restore ends).
 enum Index {
     Sidecar(std::path::PathBuf),
-    FromArchive(tempfile::NamedTempFile),
+    Extracted(tempfile::NamedTempFile),
 }
 
 impl Index {
     fn path(&self) -> &Path {
         match self {
             Index::Sidecar(p) => p,
-            Index::FromArchive(t) => t.path(),
+            Index::Extracted(t) => t.path(),
         }
     }
 }
 
-fn usable_index(dir: &Path, a: &ArtifactRecord) -> Result<Index> {
+fn usable_index(dir: &Path, a: &ArtifactRecord, stored: &super::Stored) -> Result<Index> {
     let (Some(file), Some(sha)) = (&a.index_file, &a.index_sha256) else {
         return Err(Error::NotFound(format!(
             "{} has no object index recorded: cannot restore it object by object",
@@ -183,18 +187,26 @@ fn usable_index(dir: &Path, a: &ArtifactRecord) -> Result<Index> {
         )));
     };
     let sidecar = dir.join(file);
-    let problem = match crate::ops::verify::check_sidecar(&sidecar, Some(sha)) {
-        Ok(()) => return Ok(Index::Sidecar(sidecar)),
-        Err(p) => p,
+    let problem = match crate::ops::verify::check_sidecar(&sidecar, a, stored.ids.as_deref()) {
+        Ok(()) if !a.sealed() => return Ok(Index::Sidecar(sidecar)),
+        Ok(()) => match decrypt_index(&sidecar, stored, sha) {
+            Ok(i) => return Ok(i),
+            Err(p) => p,
+        },
+        Err(CheckError::Bad(p)) => p,
+        Err(CheckError::Key(detail)) => {
+            return Err(Error::Key {
+                file: sidecar.display().to_string(),
+                detail,
+            })
+        }
     };
     tracing::warn!(index = %sidecar.display(), problem = %problem, "the index beside the archive is unusable: using the copy inside the archive");
     let archive = dir.join(&a.file);
     let bad = |p: Problem| Error::verification(archive.display(), p);
-    let plain =
-        open_plain(&archive, a.compression).map_err(|e| Error::io("cannot open", &archive, e))?;
+    let plain = stored.open(&archive)?;
     let mut tar = tar::Archive::new(plain);
-    let mut out = tempfile::NamedTempFile::new()
-        .map_err(|e| Error::io("cannot create a temp file in", std::env::temp_dir(), e))?;
+    let mut out = private_temp()?;
     for entry in tar
         .entries()
         .map_err(|e| bad(Problem::undecodable(format!("not a tar archive: {e}"))))?
@@ -202,13 +214,56 @@ fn usable_index(dir: &Path, a: &ArtifactRecord) -> Result<Index> {
         let mut entry =
             entry.map_err(|e| bad(Problem::undecodable(format!("unreadable entry: {e}"))))?;
         if entry.path().is_ok_and(|p| p == Path::new(INDEX_ENTRY)) {
-            std::io::copy(&mut entry, out.as_file_mut())
-                .map_err(|e| Error::io("cannot write", out.path().to_path_buf(), e))?;
-            crate::ops::verify::check_sidecar(out.path(), Some(sha)).map_err(bad)?;
-            return Ok(Index::FromArchive(out));
+            let mut w = crate::pipeline::HashWriter::new(out.as_file_mut());
+            std::io::copy(&mut entry, &mut w).map_err(|e| {
+                bad(Problem::undecodable(format!(
+                    "object index unreadable: {e}"
+                )))
+            })?;
+            let (_, _, got) = w.finish();
+            if &got != sha {
+                return Err(bad(Problem::ChecksumMismatch {
+                    what: Checksum::Index,
+                    actual: got,
+                    recorded: sha.clone(),
+                }));
+            }
+            return Ok(Index::Extracted(out));
         }
     }
     Err(bad(problem))
+}
+
+fn private_temp() -> Result<tempfile::NamedTempFile> {
+    tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("cannot create a temp file in", std::env::temp_dir(), e))
+}
+
+/// Decrypts a sealed index (already proven by its checksums) into a private temp file.
+fn decrypt_index(
+    sidecar: &Path,
+    stored: &super::Stored,
+    sha: &str,
+) -> std::result::Result<Index, Problem> {
+    let undecodable = |e: String| Problem::undecodable(format!("sealed object index: {e}"));
+    let ids = stored
+        .ids
+        .as_deref()
+        .ok_or_else(|| undecodable("no identity".into()))?;
+    let f = std::fs::File::open(sidecar).map_err(|e| undecodable(e.to_string()))?;
+    let mut plain = crate::crypt::unseal(f, ids).map_err(|e| undecodable(e.to_string()))?;
+    let mut out = private_temp().map_err(|e| undecodable(e.to_string()))?;
+    let mut w = crate::pipeline::HashWriter::new(out.as_file_mut());
+    std::io::copy(&mut plain, &mut w).map_err(|e| undecodable(e.to_string()))?;
+    let (_, _, got) = w.finish();
+    if got != sha {
+        return Err(Problem::ChecksumMismatch {
+            what: Checksum::Index,
+            actual: got,
+            recorded: sha.to_string(),
+        });
+    }
+    Ok(Index::Extracted(out))
 }
 
 /// Uploads the objects the archive reader sends: small ones `concurrency` at a time, large ones
@@ -327,13 +382,12 @@ async fn prepare_bucket(client: &Client, bucket: &str, opts: &ObjectRestoreOptio
 /// SHA-256 as it is read, and hand objects to the uploader.
 fn read_archive(
     archive: &Path,
-    compression: crate::pipeline::Compression,
+    stored: &super::Stored,
     index: &Path,
     prefix: Option<&str>,
     tx: mpsc::Sender<Item>,
 ) -> Result<()> {
-    let plain =
-        open_plain(archive, compression).map_err(|e| Error::io("cannot open", archive, e))?;
+    let plain = stored.open(archive)?;
     let mut lines =
         BufReader::new(std::fs::File::open(index).map_err(|e| Error::io("cannot open", index, e))?)
             .lines();

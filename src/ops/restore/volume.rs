@@ -6,7 +6,6 @@ use crate::catalog::{ArtifactKind, ArtifactRecord};
 use crate::config::Config;
 use crate::error::{Error, Problem, Result};
 use crate::ops::Selector;
-use crate::pipeline::open_plain;
 use crate::sink::local::BackupDir;
 
 #[derive(Debug, Clone)]
@@ -36,13 +35,13 @@ pub async fn restore_volume(
         }
     }
     prepare_target(into, force)?;
-    let a = super::proven(&dir, ArtifactKind::Volume, sel)
+    let (a, stored) = super::proven(cfg, &dir, ArtifactKind::Volume, sel)
         .await?
         .into_iter()
         .next()
         .expect("a selection holds at least one artifact");
     let (dir, into) = (dir.path().to_path_buf(), into.to_path_buf());
-    crate::ops::blocking("extracting", move || extract(&dir, &a, &into)).await
+    crate::ops::blocking("extracting", move || extract(&dir, &a, &stored, &into)).await
 }
 
 fn prepare_target(into: &Path, force: bool) -> Result<()> {
@@ -62,9 +61,14 @@ fn prepare_target(into: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-fn extract(dir: &Path, a: &ArtifactRecord, into: &Path) -> Result<VolumeRestoreReport> {
+fn extract(
+    dir: &Path,
+    a: &ArtifactRecord,
+    stored: &super::Stored,
+    into: &Path,
+) -> Result<VolumeRestoreReport> {
     let path = dir.join(&a.file);
-    let plain = open_plain(&path, a.compression).map_err(|e| Error::io("cannot open", &path, e))?;
+    let plain = stored.open(&path)?;
     let mut tar = tar::Archive::new(plain);
     tar.set_preserve_permissions(true);
     // Ownership is not restored, so neither are setuid and setgid: a root-owned setuid copy of
