@@ -6,11 +6,12 @@
 
 mod naming;
 mod record;
+pub mod remote_state;
 
 use std::collections::HashSet;
 use std::path::Path;
 
-pub use naming::{index_file_name, is_sealed_name, ArtifactKind, RunId};
+pub use naming::{index_file_name, is_artifact_of, is_sealed_name, ArtifactKind, RunId};
 pub use record::{
     ArtifactRecord, Encryption, LowSpace, PruneSummary, RunRecord, RunState, Step, Verification,
     VerifyLevel, SCHEMA_VERSION,

@@ -180,6 +180,12 @@ pub fn is_artifact_file(name: &str) -> bool {
                     .is_some_and(|stem| RunId::from_artifact_name(stem).is_some())))
 }
 
+/// True when `name` is an artifact or index file of `run`: what a record read off a remote may
+/// name for deletion.
+pub fn is_artifact_of(name: &str, run: &RunId) -> bool {
+    is_artifact_file(name) && RunId::from_artifact_name(name).as_ref() == Some(run)
+}
+
 /// True for a sealed file's name (`.age`).
 pub fn is_sealed_name(name: &str) -> bool {
     name.ends_with(crate::crypt::SUFFIX)

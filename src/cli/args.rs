@@ -68,6 +68,10 @@ pub(crate) enum Command {
         /// Every run and file in the backup directory.
         #[arg(long, conflicts_with = "target")]
         all: bool,
+        /// Check the off-site copies instead: each file streamed from the remote and compared
+        /// with its record's size and SHA-256 (nothing is written to disk).
+        #[arg(long)]
+        remote: bool,
     },
     /// List every run in the backup directory, newest first, with totals and disk use.
     #[command(display_order = 3)]
@@ -75,6 +79,9 @@ pub(crate) enum Command {
         /// Stable JSON (schema: docs/list-json.md).
         #[arg(long)]
         json: bool,
+        /// The runs on the off-site remote (BACKUP_REMOTE_URL), with the files each lacks there.
+        #[arg(long)]
+        remote: bool,
     },
     /// Last run, last success, backup count, disk use, free space.
     #[command(display_order = 4)]
@@ -86,8 +93,8 @@ pub(crate) enum Command {
         check: bool,
     },
     /// Restore a backup.
-    #[command(subcommand, display_order = 5)]
-    Restore(RestoreCommand),
+    #[command(display_order = 5)]
+    Restore(RestoreArgs),
     /// Apply the retention policy now (it also runs after every good backup).
     #[command(display_order = 6)]
     Prune {
@@ -225,7 +232,18 @@ pub(crate) struct DbRestoreArgs {
     pub(crate) no_owner: bool,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(clap::Args, Debug)]
+pub(crate) struct RestoreArgs {
+    /// Take the backup from the off-site remote (BACKUP_REMOTE_*), fetched into a scratch
+    /// directory under BACKUP_DIR and checked against its record, then removed: a restore on a
+    /// host that never saw the local backups.
+    #[arg(long, global = true)]
+    pub(crate) from_remote: bool,
+    #[command(subcommand)]
+    pub(crate) cmd: RestoreCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
 pub(crate) enum RestoreCommand {
     /// Restore a database backup into PostgreSQL (one transaction, stops at the first error).
     Db {

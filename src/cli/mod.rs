@@ -97,14 +97,22 @@ async fn dispatch(cli: Cli) -> i32 {
     let json_logs = matches!(cli.log_format, LogFormat::Json);
     let result = match &cli.command {
         Command::Run { .. } => cmd::run::run(&cfg, json_logs).await,
-        Command::Verify { target, all } => cmd::verify::run(&cfg, target.as_deref(), *all).await,
+        Command::Verify {
+            target,
+            all,
+            remote: true,
+        } => cmd::verify::remote(&cfg, target.as_deref(), *all).await,
+        Command::Verify { target, all, .. } => {
+            cmd::verify::run(&cfg, target.as_deref(), *all).await
+        }
         Command::Config => cmd::config::run(&cfg),
         Command::Daemon { run_now } => cmd::daemon::run(cfg.clone(), *run_now).await,
         Command::Alert(AlertCommand::Test) => cmd::alert::test(&cfg).await,
         Command::Install(i) => cmd::install::run(&cfg, i),
         Command::Completions { .. } | Command::Man => unreachable!("handled before configuration"),
         Command::Restore(r) => cmd::restore::run(&cfg, r).await,
-        Command::List { json } => cmd::list::run(&cfg, *json),
+        Command::List { json, remote: true } => cmd::list::remote(&cfg, *json).await,
+        Command::List { json, .. } => cmd::list::run(&cfg, *json),
         Command::Status { json, check } => cmd::status::run(&cfg, *json, *check),
         Command::Prune {
             dry_run,

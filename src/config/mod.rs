@@ -196,6 +196,16 @@ impl Config {
         self.settings.backup_dir()
     }
 
+    /// The same configuration reading and writing backups in `dir` (a restore from files fetched
+    /// off the remote into a scratch directory). Sections are built afresh from the settings.
+    pub fn with_backup_dir(&self, dir: &std::path::Path, why: &str) -> Config {
+        let mut settings = self.settings.clone();
+        let r = &mut settings.resolved[Key::BackupDir as usize];
+        r.value = Some(dir.display().to_string());
+        r.source = layers::Source::Flag(why.to_string());
+        Config::from_settings(settings)
+    }
+
     pub fn timezone(&self) -> Result<chrono_tz::Tz> {
         self.settings.timezone()
     }

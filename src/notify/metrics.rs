@@ -253,7 +253,40 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
         "Runs with status ok in the backup directory.",
         vec![(String::new(), good as f64)],
     );
+    remote_metrics(cfg, &mut e);
     Ok(e.0)
+}
+
+/// The off-site copy's state, from `.stackback-remote.json`, when a remote is configured.
+fn remote_metrics(cfg: &Config, e: &mut Exposition) {
+    if !matches!(cfg.remote(), Ok(Some(_))) {
+        return;
+    }
+    let state = BackupDir::open(&cfg.backup_dir())
+        .map(|d| crate::catalog::remote_state::RemoteState::load(&d))
+        .unwrap_or_default();
+    // No attempt yet is not a success: the remote holds nothing of ours.
+    let ok = state.last_ok == Some(true);
+    e.metric(
+        "backup_remote_success",
+        "gauge",
+        "1 when the last off-site copy copied and checked everything, else 0.",
+        vec![(String::new(), if ok { 1.0 } else { 0.0 })],
+    );
+    if let Some(t) = state.last_success_at {
+        e.metric(
+            "backup_remote_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last complete off-site copy.",
+            vec![(String::new(), t.timestamp() as f64)],
+        );
+    }
+    e.metric(
+        "backup_remote_runs",
+        "gauge",
+        "Runs this host has copied off-site and not seen deleted there.",
+        vec![(String::new(), state.runs.len() as f64)],
+    );
 }
 
 /// How a push treats the group already on the Pushgateway.

@@ -26,6 +26,8 @@ pub enum EventKind {
     Recovered,
     Success,
     Test,
+    /// The local backup is good; its off-site copy failed.
+    Offsite,
 }
 
 /// Something a human should hear about.
@@ -90,6 +92,10 @@ impl Event {
             }
             EventKind::Success => format!("stackback: backup ok on {} (run {run})", self.host),
             EventKind::Test => format!("stackback: test alert from {}", self.host),
+            EventKind::Offsite => format!(
+                "stackback: OFF-SITE COPY FAILED on {} (run {run}; the local backup is good)",
+                self.host
+            ),
         }
     }
 
@@ -108,7 +114,7 @@ impl Event {
         }
         t.push_str(&format!("\nBackup directory: {}", self.backup_dir));
         match self.event {
-            EventKind::Failure | EventKind::Warning => t.push_str(&format!(
+            EventKind::Failure | EventKind::Warning | EventKind::Offsite => t.push_str(&format!(
                 "\nInvestigate: stackback status; stackback list; the log of the run ({}).",
                 self.run_id
                     .as_deref()
@@ -265,6 +271,29 @@ pub async fn after_run(
     report.heartbeat = heartbeat(notify, &redactor, rec.status == RunState::Ok).await;
     report.pushgateway = push_metrics(cfg, notify, &redactor, daemon).await;
     report
+}
+
+/// The alert for a good run whose off-site copy failed (sent whatever BACKUP_ALERT_ON says: the
+/// backup no longer survives the loss of this host).
+pub async fn offsite_failed(
+    cfg: &Config,
+    notify: &NotifyConfig,
+    rec: &RunRecord,
+    error: &str,
+) -> (EventKind, Vec<ChannelResult>) {
+    let redactor = cfg.redactor();
+    let ev = Event {
+        event: EventKind::Offsite,
+        run_id: Some(rec.run_id.to_string()),
+        host: rec.host.clone(),
+        status: Some(rec.status),
+        failed_step: None,
+        error: Some(redactor.redact(error)),
+        started_at: Some(rec.started_at),
+        finished_at: rec.finished_at,
+        backup_dir: notify.backup_dir.display().to_string(),
+    };
+    (ev.event, send(notify, &redactor, &ev).await)
 }
 
 /// For a run that never started: `backup_success 0` and the time, added to what the Pushgateway

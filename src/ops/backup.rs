@@ -33,12 +33,24 @@ pub struct RunReport {
     pub record: RunRecord,
     /// Why the run failed or was partial; `None` when the state is ok.
     pub error: Option<Error>,
+    /// The off-site copy after the run, when a remote is configured and the run left a backup.
+    pub offsite: Option<crate::ops::offsite::OffsiteReport>,
 }
 
 impl RunReport {
-    /// The exit code for the CLI: verification failures are told apart from other failures.
+    /// The exit code for the CLI: verification failures are told apart from other failures, and
+    /// a good local backup whose off-site copy failed is 5.
     pub fn exit_code(&self) -> i32 {
-        self.error.as_ref().map_or(0, Error::exit_code)
+        match (&self.error, self.offsite_error()) {
+            (Some(e), _) => e.exit_code(),
+            (None, Some(_)) => crate::error::exit::REMOTE,
+            (None, None) => 0,
+        }
+    }
+
+    /// Why the off-site copy failed, when it did.
+    pub fn offsite_error(&self) -> Option<&Error> {
+        self.offsite.as_ref().and_then(|o| o.error.as_ref())
     }
 }
 
@@ -79,12 +91,20 @@ pub async fn run_until(
     };
     // Refused now, not after a backup: an empty policy is a configuration error.
     let retention = cfg.retention()?;
+    let remote = cfg.remote()?;
     let dir = BackupDir::create(&cfg.backup_dir())?;
     let _lock = dir.lock()?;
     let catalog = Catalog::new(dir.clone());
     let (run_id, started_at) = unique_run_id(&dir).await?;
     let mut rec = RunRecord::new(run_id.clone(), started_at);
-    rec.sequence = Some(catalog.next_sequence()?);
+    let mut sequence = catalog.next_sequence()?;
+    if let Some(r) = remote {
+        // A rebuilt host that writes to the same remote continues the history it left there.
+        if let Some(next) = crate::ops::offsite::remote_next_sequence(r, &dir).await {
+            sequence = sequence.max(next);
+        }
+    }
+    rec.sequence = Some(sequence);
     catalog.write(&rec)?;
     info!(run = %run_id, dir = %dir.path().display(), "backup run started");
 
@@ -98,9 +118,11 @@ pub async fn run_until(
         progress,
         skew: None,
     };
+    // Pinned so that the off-site copy after the run answers to the same deadline and signals.
+    let mut stop = std::pin::pin!(stop);
     let result = tokio::select! {
         r = ctx.steps() => r,
-        reason = stop => Err(Error::step("backup run", reason)),
+        reason = &mut stop => Err(Error::step("backup run", reason)),
     };
     let step = std::mem::replace(&mut ctx.step, Step::Preflight);
     let skew = ctx.skew;
@@ -142,7 +164,20 @@ pub async fn run_until(
         catalog.write(&rec)?;
     }
     info!(run = %run_id, status = %rec.status, "backup run finished");
-    Ok(RunReport { record: rec, error })
+    let offsite = match remote {
+        Some(r) if matches!(rec.status, RunState::Ok | RunState::Partial) => {
+            // Remote retention reads dates too: only after a local prune that trusted the clock.
+            let trusted =
+                rec.status == RunState::Ok && rec.prune.as_ref().is_some_and(|p| p.error.is_none());
+            Some(crate::ops::offsite::copy_after_run(r, &dir, &rec, trusted, &mut stop).await)
+        }
+        _ => None,
+    };
+    Ok(RunReport {
+        record: rec,
+        error,
+        offsite,
+    })
 }
 
 /// Marks the run partial or failed, and removes whatever it wrote that could pass for a backup.

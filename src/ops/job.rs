@@ -72,7 +72,20 @@ pub async fn run(
         Err(e) => Err(e),
     };
     let notify = match &run {
-        Ok(report) => notify::after_run(cfg, notify_cfg, &report.record, daemon).await,
+        Ok(report) => {
+            let mut n = notify::after_run(cfg, notify_cfg, &report.record, daemon).await;
+            if let Some(e) = report.offsite_error() {
+                let mut text = e.to_string();
+                if let Some(h) = e.hint() {
+                    text.push_str(&format!(" (hint: {h})"));
+                }
+                let (kind, channels) =
+                    notify::offsite_failed(cfg, notify_cfg, &report.record, &text).await;
+                n.events.push(kind);
+                n.channels.extend(channels);
+            }
+            n
+        }
         Err(e) if !start_failure_is_news(cfg, e) => NotifyReport::default(),
         Err(e) => start_failure(cfg, e).await,
     };

@@ -230,6 +230,9 @@ pub struct Status {
     /// True when no good backup is younger than `max_age_seconds`.
     pub stale: bool,
     pub max_age_seconds: u64,
+    /// The off-site copies as this host last saw them, once one was attempted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::catalog::remote_state::RemoteState>,
 }
 
 /// Summarises the backup directory for operators and health checks.
@@ -278,8 +281,18 @@ pub fn status(
             r.started_at.format("%Y-%m-%d %H:%M UTC")
         ));
     }
+    let remote = Some(crate::catalog::remote_state::RemoteState::load(dir))
+        .filter(|r| r.last_attempt_at.is_some());
+    if let Some(r) = remote.as_ref().filter(|r| r.last_ok == Some(false)) {
+        warnings.push(format!(
+            "the last off-site copy to {} failed: {}",
+            r.remote,
+            r.last_error.as_deref().unwrap_or("?")
+        ));
+    }
     Ok(Status {
         schema: 1,
+        remote,
         last_run: l.runs.first().cloned(),
         good_backups: l.totals.ok,
         bytes_on_disk: l.totals.bytes_on_disk,

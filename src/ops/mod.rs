@@ -8,6 +8,7 @@ pub mod backup;
 pub mod daemon;
 pub mod job;
 pub mod list;
+pub mod offsite;
 pub mod prune;
 pub mod restore;
 pub mod setup;

@@ -383,6 +383,7 @@ mod tests {
                 warnings: vec![HOSTILE.into()],
                 stale: false,
                 max_age_seconds: 0,
+                remote: None,
             },
             history,
             totals: Totals::default(),

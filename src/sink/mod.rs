@@ -1,3 +1,4 @@
 //! Where artifacts are stored: the local backup directory (and, later, off-site copies).
 
 pub mod local;
+pub mod remote;

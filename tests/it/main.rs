@@ -21,6 +21,7 @@ mod fault_s3;
 mod faults;
 mod field;
 mod notify;
+mod offsite;
 mod prune;
 mod regress_files;
 mod regress_restore;

@@ -77,3 +77,71 @@ pub fn run(cfg: &Config, json: bool) -> Result<i32, Error> {
     );
     Ok(exit::OK)
 }
+
+/// `stackback list --remote [--json]`.
+pub async fn remote(cfg: &Config, json: bool) -> Result<i32, Error> {
+    let l = stackback::ops::offsite::list(cfg).await?;
+    if json {
+        let runs: Vec<serde_json::Value> = l
+            .runs
+            .iter()
+            .rev()
+            .map(|r| {
+                serde_json::json!({
+                    "run_id": r.record.run_id.to_string(),
+                    "sequence": r.record.sequence,
+                    "status": r.record.status,
+                    "started_at": r.record.started_at,
+                    "bytes": r.bytes,
+                    "complete": r.missing.is_empty(),
+                    "missing": r.missing,
+                    "files": r.record.files().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let unreadable: Vec<serde_json::Value> = l
+            .unreadable
+            .iter()
+            .map(|(f, e)| serde_json::json!({"file": f, "error": e}))
+            .collect();
+        print_json(&serde_json::json!({
+            "remote": l.remote,
+            "runs": runs,
+            "unreadable": unreadable,
+            "unnamed_files": l.unnamed,
+        }));
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "remote {}", l.remote);
+    for r in l.runs.iter().rev() {
+        let _ = writeln!(
+            out,
+            "{}  {:<10} {:>9}  {:<10} {}",
+            r.record.run_id,
+            age(r.record.started_at),
+            human_bytes(r.bytes),
+            r.record.status,
+            if r.missing.is_empty() {
+                "complete".to_string()
+            } else {
+                format!("INCOMPLETE: {} missing", r.missing.join(", "))
+            }
+        );
+    }
+    for (f, e) in &l.unreadable {
+        let _ = writeln!(out, "UNREADABLE {f}: {e}");
+    }
+    let _ = writeln!(
+        out,
+        "{} run(s) on the remote, {} in all{}",
+        l.runs.len(),
+        human_bytes(l.runs.iter().map(|r| r.bytes).sum()),
+        if l.unnamed > 0 {
+            format!("; {} file(s) no record names", l.unnamed)
+        } else {
+            String::new()
+        }
+    );
+    Ok(exit::OK)
+}

@@ -10,7 +10,9 @@ use stackback::ops::restore::{
 use stackback::ops::Selector;
 use stackback::units::human_bytes;
 
-use crate::cli::{DbRestoreArgs, RestoreCommand};
+use stackback::catalog::ArtifactKind;
+
+use crate::cli::{DbRestoreArgs, RestoreArgs, RestoreCommand};
 
 fn existing(overwrite: bool, skip: bool) -> Existing {
     match (overwrite, skip) {
@@ -32,7 +34,37 @@ fn db_opts(a: &DbRestoreArgs, to_file: Option<std::path::PathBuf>) -> DbRestoreO
     }
 }
 
-pub async fn run(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
+pub async fn run(cfg: &Config, args: &RestoreArgs) -> Result<i32, Error> {
+    if !args.from_remote {
+        return restore(cfg, &args.cmd).await;
+    }
+    // The run comes off the remote into a scratch directory, checked file by file against its
+    // record; the restore then reads that directory as it reads the local one.
+    let mut cmd = args.cmd.clone();
+    let (target, kind) = match &mut cmd {
+        RestoreCommand::Db { target, .. } | RestoreCommand::Run { target, .. } => {
+            (target, ArtifactKind::Database)
+        }
+        RestoreCommand::Objects { target, .. } => (target, ArtifactKind::Objects),
+        RestoreCommand::Volume { target, .. } => (target, ArtifactKind::Volume),
+    };
+    let fetched = stackback::ops::offsite::fetch(cfg, &Selector::parse(target), kind).await?;
+    println!(
+        "fetched run {} from the remote ({}), checked against its record",
+        fetched.run_id,
+        human_bytes(fetched.bytes)
+    );
+    let sel_file = matches!(Selector::parse(target), Selector::File(_));
+    if !sel_file {
+        *target = fetched.run_id.to_string();
+    }
+    let local = cfg.with_backup_dir(&fetched.dir, "--from-remote");
+    let code = restore(&local, &cmd).await;
+    drop(fetched);
+    code
+}
+
+async fn restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
     match cmd {
         RestoreCommand::Db {
             target,

@@ -47,6 +47,29 @@ pub async fn run(cfg: &Config, json_logs: bool) -> Result<i32, Error> {
     for w in &r.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }
+    if let Some(o) = &report.offsite {
+        let _ = writeln!(
+            out,
+            "  off-site  {}: {} run(s) copied and checked, {} in {:.1} s{}{}",
+            o.remote,
+            o.copied.len(),
+            human_bytes(o.bytes),
+            o.seconds,
+            if o.pending > 0 {
+                format!(", {} still to copy", o.pending)
+            } else {
+                String::new()
+            },
+            if o.deleted_runs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} deleted by the remote's retention",
+                    o.deleted_runs.len()
+                )
+            }
+        );
+    }
     drop(out);
     let n = &notify;
     for c in n.channels.iter().chain(&n.heartbeat).chain(&n.pushgateway) {
@@ -61,6 +84,16 @@ pub async fn run(cfg: &Config, json_logs: bool) -> Result<i32, Error> {
             r.failed_step
                 .as_ref()
                 .map_or_else(|| "?".to_string(), |s| s.to_string()),
+            cfg.redactor().redact(&e.to_string())
+        );
+        if let Some(h) = e.hint() {
+            eprintln!("hint: {h}");
+        }
+    }
+    if let Some(e) = report.offsite_error() {
+        eprintln!(
+            "error: run {}: the local backup is good, but its off-site copy failed: {}",
+            r.run_id,
             cfg.redactor().redact(&e.to_string())
         );
         if let Some(h) = e.hint() {

@@ -56,6 +56,20 @@ pub fn run(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
             human_bytes(s.bytes_on_disk),
             human_bytes(s.free_bytes)
         );
+        if let Some(r) = &s.remote {
+            let _ = writeln!(
+                out,
+                "off-site:     {} {}, last success {}, {} run(s) there",
+                r.remote,
+                if r.last_ok == Some(true) {
+                    "ok"
+                } else {
+                    "FAILING"
+                },
+                r.last_success_at.map(age).unwrap_or_else(|| "never".into()),
+                r.runs.len()
+            );
+        }
         for w in &s.warnings {
             let _ = writeln!(out, "warning:      {w}");
         }

@@ -50,3 +50,32 @@ pub async fn run(cfg: &Config, target: Option<&str>, all: bool) -> Result<i32, E
     }
     Ok(exit::OK)
 }
+
+/// `stackback verify --remote [RUN|latest|--all]`.
+pub async fn remote(cfg: &Config, target: Option<&str>, all: bool) -> Result<i32, Error> {
+    let sel = if all {
+        None
+    } else {
+        Some(target.map_or(Selector::Latest, Selector::parse))
+    };
+    let checks = stackback::ops::offsite::verify(cfg, sel.as_ref()).await?;
+    let mut out = std::io::stdout().lock();
+    for c in &checks {
+        let tag = if c.ok { "OK  " } else { "FAIL" };
+        let _ = writeln!(out, "{tag} {} {}: {}", c.run_id, c.file, c.detail);
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    let _ = writeln!(
+        out,
+        "{} verified on the remote, {failed} failed",
+        checks.len() - failed
+    );
+    if failed > 0 {
+        return Ok(exit::VERIFY);
+    }
+    if checks.is_empty() {
+        eprintln!("error: the remote holds no backup to verify");
+        return Ok(exit::VERIFY);
+    }
+    Ok(exit::OK)
+}
