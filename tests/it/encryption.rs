@@ -121,6 +121,8 @@ fn an_encrypted_run_opens_with_stock_age_and_leaves_nothing_readable() {
     s3.tool(&["populate", &bucket, "--bulk", "120"]);
     let original = s3.dump(&bucket);
     let tmp = tempfile::tempdir().unwrap();
+    let share = tempfile::tempdir().unwrap();
+    let _mount = Mount::tmpfs(share.path(), "size=128m,mode=0700");
     let recipients_file = k._dir.path().join("recipients.txt");
     std::fs::write(
         &recipients_file,
@@ -135,6 +137,10 @@ fn an_encrypted_run_opens_with_stock_age_and_leaves_nothing_readable() {
             (
                 "BACKUP_AGE_RECIPIENTS_FILE",
                 recipients_file.to_str().unwrap(),
+            ),
+            (
+                "BACKUP_REMOTE_URL",
+                &format!("file://{}/offsite", share.path().display()),
             ),
         ],
     );
@@ -216,6 +222,10 @@ fn an_encrypted_run_opens_with_stock_age_and_leaves_nothing_readable() {
         "cos-301".into(),
     ]);
     assert_nothing_readable(dir, &needles);
+    // Nor on the remote, which holds the same files.
+    let remote_files = every_file(share.path());
+    assert_eq!(remote_files.len(), 5, "{remote_files:?} {}", r.all());
+    assert_nothing_readable(share.path(), &needles);
 }
 
 /// Verify without an identity checks the stored level and exits 0 saying so; with the identity

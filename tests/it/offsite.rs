@@ -10,7 +10,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::support::notify::Receiver;
+use crate::support::notify::{Pushgateway, Receiver};
 use crate::support::s3::{bucket_name, garage, moto, parse_dump, S3Server};
 use crate::support::*;
 
@@ -385,6 +385,7 @@ fn file_remote_on_a_separate_tmpfs_and_an_unmounted_share_refused() {
 #[test]
 fn remote_down_alerts_exit_5_and_the_next_run_catches_up() {
     let hook = Receiver::start();
+    let pgw = Pushgateway::start();
     let closed = ClosedPort::new();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("backups");
@@ -393,8 +394,19 @@ fn remote_down_alerts_exit_5_and_the_next_run_catches_up() {
     let rbucket = bucket_name("down");
     let mut env = with(
         c.env(&db, &dir),
-        &[("BACKUP_ALERT_WEBHOOK_URL", &hook.url("/hook"))],
+        &[
+            ("BACKUP_ALERT_WEBHOOK_URL", &hook.url("/hook")),
+            ("BACKUP_PUSHGATEWAY_URL", &pgw.url()),
+        ],
     );
+    // The pushed value of a metric of this job (no labels beyond the group's).
+    let metric = |name: &str| -> Option<f64> {
+        sh(&format!("curl -sf {}/metrics", pgw.url()))
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains("job=\"backup\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
     // Garage checks signatures (moto accepts any key), so wrong credentials are refused there.
     let up = s3_remote(garage(), &rbucket, "h");
     let down: Vec<(String, String)> = up
@@ -419,6 +431,8 @@ fn remote_down_alerts_exit_5_and_the_next_run_catches_up() {
     let r = stackback(&["status", "--json"], &env);
     let s: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(s["remote"]["last_ok"], false, "{s:#}");
+    assert_eq!(metric("backup_remote_success"), Some(0.0));
+    assert_eq!(metric("backup_remote_last_success_timestamp_seconds"), None);
 
     let mut env_up: Vec<(String, String)> = env
         .iter()
@@ -429,6 +443,12 @@ fn remote_down_alerts_exit_5_and_the_next_run_catches_up() {
     let r = stackback(&["run"], &env_up);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("2 run(s) copied"), "{}", r.stdout);
+    assert_eq!(metric("backup_remote_success"), Some(1.0));
+    let last = metric("backup_remote_last_success_timestamp_seconds").expect("pushed");
+    assert!(
+        (last - chrono::Utc::now().timestamp() as f64).abs() < 600.0,
+        "{last}"
+    );
     let r = stackback(&["list", "--remote", "--json"], &env_up);
     let l: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(l["runs"].as_array().unwrap().len(), 2, "{l:#}");
