@@ -68,6 +68,13 @@ pub(crate) enum Command {
         /// Every run and file in the backup directory.
         #[arg(long, conflicts_with = "target")]
         all: bool,
+        /// Restore the run into a scratch database (BACKUP_RESTORE_TEST_URL, default the source
+        /// server) and a scratch bucket, compare row counts and objects, drop them again.
+        #[arg(long, conflicts_with = "all")]
+        restore_test: bool,
+        /// With --restore-test: every object of each bucket archive, not a sample.
+        #[arg(long, requires = "restore_test")]
+        full: bool,
     },
     /// List every run in the backup directory, newest first, with totals and disk use.
     #[command(display_order = 3)]

@@ -97,7 +97,15 @@ async fn dispatch(cli: Cli) -> i32 {
     let json_logs = matches!(cli.log_format, LogFormat::Json);
     let result = match &cli.command {
         Command::Run { .. } => cmd::run::run(&cfg, json_logs).await,
-        Command::Verify { target, all } => cmd::verify::run(&cfg, target.as_deref(), *all).await,
+        Command::Verify {
+            restore_test: true,
+            target,
+            full,
+            ..
+        } => cmd::restore_test::run(&cfg, target.as_deref(), *full).await,
+        Command::Verify { target, all, .. } => {
+            cmd::verify::run(&cfg, target.as_deref(), *all).await
+        }
         Command::Config => cmd::config::run(&cfg),
         Command::Daemon { run_now } => cmd::daemon::run(cfg.clone(), *run_now).await,
         Command::Alert(AlertCommand::Test) => cmd::alert::test(&cfg).await,

@@ -11,6 +11,7 @@
 
 mod dburl;
 mod layers;
+mod restore_test;
 mod sections;
 mod settings;
 
@@ -20,6 +21,7 @@ use std::sync::OnceLock;
 
 pub use dburl::SslMode;
 pub use layers::{LoadInput, Resolved, Source};
+pub use restore_test::{RestoreTestConfig, RestoreTestMode};
 pub use sections::{
     AlertOn, NotifyConfig, ObjectsConfig, PostgresConfig, PushTarget, RetentionConfig,
     ScheduleConfig, SmtpConfig, SmtpTls, StatusConfig, StoreConfig, Thresholds, WebhookFormat,
@@ -93,6 +95,7 @@ pub struct Config {
     objects: OnceLock<ObjectsConfig>,
     notify: OnceLock<NotifyConfig>,
     schedule: OnceLock<ScheduleConfig>,
+    restore_test: OnceLock<RestoreTestConfig>,
 }
 
 /// A section, for commands that name what they use up front.
@@ -107,10 +110,11 @@ pub enum Section {
     Notify,
     Schedule,
     Http,
+    RestoreTest,
 }
 
 impl Section {
-    pub const ALL: [Section; 9] = [
+    pub const ALL: [Section; 10] = [
         Section::Postgres,
         Section::Store,
         Section::Thresholds,
@@ -120,6 +124,7 @@ impl Section {
         Section::Notify,
         Section::Schedule,
         Section::Http,
+        Section::RestoreTest,
     ];
 }
 
@@ -142,6 +147,7 @@ impl Config {
             objects: OnceLock::new(),
             notify: OnceLock::new(),
             schedule: OnceLock::new(),
+            restore_test: OnceLock::new(),
         }
     }
 
@@ -158,6 +164,7 @@ impl Config {
                 Section::Notify => self.notify().map(drop)?,
                 Section::Schedule => self.schedule().map(drop)?,
                 Section::Http => self.http_addr().map(drop)?,
+                Section::RestoreTest => self.restore_test().map(drop)?,
             }
         }
         Ok(())
@@ -223,6 +230,12 @@ impl Config {
 
     pub fn schedule(&self) -> Result<&ScheduleConfig> {
         cached(&self.schedule, || ScheduleConfig::build(&self.settings))
+    }
+
+    pub fn restore_test(&self) -> Result<&RestoreTestConfig> {
+        cached(&self.restore_test, || {
+            RestoreTestConfig::build(&self.settings)
+        })
     }
 }
 

@@ -10,6 +10,7 @@ pub mod job;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod restore_test;
 pub mod setup;
 pub mod verify;
 

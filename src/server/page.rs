@@ -2,9 +2,9 @@
 //! per request by [`build`] into a [`PageData`] (from `ops::list`, the daemon's health verdict and
 //! its schedule). [`super::render`] turns it into HTML.
 //!
-//! Off-site copies and restore tests are being built: the page reads them as [`RemoteView`] and
-//! [`RestoreTestView`], which [`remote_view`] and [`run_restore_test`] fill (today: `None`, shown
-//! as "not configured"). Filling them is the only change the page needs.
+//! Off-site copies and restore tests: the page reads them as [`RemoteView`] and
+//! [`RestoreTestView`], which [`remote_view`] (today: `None`, shown as "not configured") and
+//! [`run_restore_test`] (each run's `restore_test` section, through `list`) fill.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -138,9 +138,33 @@ fn remote_view(_cfg: &Config) -> Option<RemoteView> {
     None
 }
 
-/// One run's restore test, from the run's `restore_test` section once `list` carries it.
-fn run_restore_test(_run: &RunSummary) -> Option<RestoreTestView> {
-    None
+/// One run's restore test, from the run's `restore_test` section as `list` carries it.
+fn run_restore_test(run: &RunSummary) -> Option<RestoreTestView> {
+    let t = run.restore_test.as_ref()?;
+    let mut detail = match (t.tables, t.rows) {
+        (Some(tables), Some(rows)) => format!("{tables} tables, {rows} rows"),
+        _ => "the dump did not load".to_string(),
+    };
+    if t.objects_sampled > 0 {
+        detail.push_str(&format!(", {} objects read back", t.objects_sampled));
+    }
+    if t.mismatches > 0 {
+        detail.push_str(&format!(", {} mismatches", t.mismatches));
+    }
+    if let Some(e) = t.error.as_deref().filter(|_| !t.ok) {
+        detail = format!("{detail}: {e}");
+    }
+    Some(RestoreTestView {
+        status: if t.ok {
+            ViewStatus::Ok
+        } else {
+            ViewStatus::Failed
+        },
+        run_id: Some(run.run_id.clone()),
+        tested_at: Some(t.tested_at),
+        last_success: t.ok.then_some(t.tested_at),
+        detail,
+    })
 }
 
 /// The newest restore test of the history, with the time of the newest one that passed.
@@ -176,6 +200,7 @@ mod tests {
                 error: None,
                 artifacts: Vec::new(),
                 bytes: 0,
+                restore_test: None,
             },
             restore_test: status.map(|status| RestoreTestView {
                 status,

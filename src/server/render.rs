@@ -338,6 +338,7 @@ mod tests {
                 objects: Some(3),
             }],
             bytes: 1000 * i as u64,
+            restore_test: None,
         }
     }
 
@@ -383,6 +384,7 @@ mod tests {
                 warnings: vec![HOSTILE.into()],
                 stale: false,
                 max_age_seconds: 0,
+                restore_test: None,
             },
             history,
             totals: Totals::default(),

@@ -41,7 +41,7 @@ pub fn check_stored(dir: &Path, a: &ArtifactRecord) -> Result<()> {
 }
 
 /// The verified artifacts of `kind` that `sel` names, each proven against its checksum.
-async fn proven(
+pub(crate) async fn proven(
     dir: &BackupDir,
     kind: ArtifactKind,
     sel: &Selector,
