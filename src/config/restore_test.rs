@@ -16,7 +16,7 @@ pub enum RestoreTestMode {
     /// After every run that ended ok, of that run.
     AfterRun,
     /// Of the latest good run, on this schedule.
-    Schedule(crate::schedule::Schedule),
+    Schedule(Box<crate::schedule::Schedule>),
 }
 
 /// Restore tests: when the daemon runs them, where, how long they may take, how many objects.
@@ -36,12 +36,12 @@ impl RestoreTestConfig {
         let mode = match raw.to_ascii_lowercase().as_str() {
             "off" | "false" | "no" | "" => RestoreTestMode::Off,
             "after-run" => RestoreTestMode::AfterRun,
-            _ => RestoreTestMode::Schedule(
+            _ => RestoreTestMode::Schedule(Box::new(
                 crate::schedule::Schedule::parse(raw, s.timezone()?).map_err(|e| {
                     Key::RestoreTest
                         .error(format!("expected off, after-run or a cron expression: {e}"))
                 })?,
-            ),
+            )),
         };
         let url = s.get(Key::RestoreTestUrl);
         if let Some(u) = url {

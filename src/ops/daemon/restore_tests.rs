@@ -63,7 +63,7 @@ pub(super) fn spawn(
     match mode {
         RestoreTestMode::Schedule(s) => Some(tokio::spawn(scheduled(
             state.clone(),
-            s.clone(),
+            (**s).clone(),
             turn.clone(),
             shutdown.clone(),
         ))),
