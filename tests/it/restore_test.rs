@@ -15,10 +15,15 @@ use serde_json::{json, Value};
 
 use crate::support::fault::Alerts;
 use crate::support::pg::{Cluster, PASSWORD};
+use crate::support::proxy::{Fault, Gate, Proxy, Rule};
 use crate::support::s3::{s3_tests, small_bucket, S3Server};
 use crate::support::*;
 
-s3_tests!(a_good_backup_passes_and_leaves_nothing);
+s3_tests!(
+    a_good_backup_passes_and_leaves_nothing,
+    objects_that_read_back_differently_are_caught,
+    a_test_stopped_in_the_bucket_phase_leaves_no_scratch,
+);
 
 /// Restore tests remove every scratch bucket on their S3 server: one at a time on the shared ones.
 static S3_TURN: Mutex<()> = Mutex::new(());
@@ -68,6 +73,12 @@ fn record(dir: &std::path::Path) -> Value {
 
 /// `/metrics` of a daemon started on `env` (its schedule far away), then stopped.
 fn metrics(env: &[(String, String)]) -> String {
+    daemon_pages(env, &["/metrics"]).remove(0)
+}
+
+/// The bodies of `paths` served by a daemon started on `env` (its schedule far away), then
+/// stopped.
+fn daemon_pages(env: &[(String, String)], paths: &[&str]) -> Vec<String> {
     start_on_free_port("the daemon", |port| {
         let env = with(
             env.to_vec(),
@@ -90,14 +101,27 @@ fn metrics(env: &[(String, String)]) -> String {
             assert!(Instant::now() < deadline, "the daemon never listened");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let (ok, text) = tool("curl", &["-s", &format!("http://127.0.0.1:{port}/metrics")]);
+        let bodies = paths
+            .iter()
+            .map(|p| {
+                let (ok, text) = tool("curl", &["-sf", &format!("http://127.0.0.1:{port}{p}")]);
+                assert!(ok, "{p}: {text}");
+                text
+            })
+            .collect();
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
         let _ = child.wait();
-        assert!(ok, "{text}");
-        Ok(text)
+        Ok(bodies)
     })
+}
+
+/// The value of the unlabelled gauge `name` in a metrics text.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
 }
 
 /// Exit 0, tables and rows printed, the result in the record, `list`, `status` and `/metrics`,
@@ -550,4 +574,241 @@ fn row_counts_are_taken_in_the_dumps_snapshot() {
     assert_eq!(orders["exact"], false, "{orders}");
     let n = orders["rows"].as_u64().unwrap();
     assert!((108_000..=132_000).contains(&n), "{orders}");
+}
+
+/// A sample of BACKUP_RESTORE_TEST_SAMPLE objects, or every one with `--full`; objects that come
+/// back from the scratch bucket altered (a byte flipped on the way by the fault proxy in front of
+/// the real server) fail the test: exit 3, an alert, each differing key in the record, the source
+/// bucket untouched, and no scratch bucket or database left.
+fn objects_that_read_back_differently_are_caught(s3: &S3Server) {
+    let _turn = S3_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::private(true);
+    let db = c.seeded_db("rtobj");
+    let bucket = small_bucket(s3);
+    let source = s3.dump(&bucket);
+    let alerts = Alerts::start();
+    let (tmp, env) = backed_up(&c, &db, &alerts.env(&s3.env(&bucket)));
+
+    let sampled = stackback(
+        &["verify", "--restore-test", "latest"],
+        &with(env.clone(), &[("BACKUP_RESTORE_TEST_SAMPLE", "2")]),
+    );
+    assert_eq!(sampled.code, 0, "{}", sampled.all());
+    assert!(
+        sampled.stdout.contains("2 of 5 objects"),
+        "{}",
+        sampled.stdout
+    );
+    let t = &record(tmp.path())["restore_test"];
+    assert_eq!(
+        (t["full"].clone(), t["buckets"][0]["sampled"].clone()),
+        (json!(false), json!(2))
+    );
+
+    let proxy = Proxy::start(&s3.endpoint);
+    // Only the read-back GETs name a key (`/<scratch bucket>/docs/N.txt`); the uploads are PUTs
+    // and the listing of the cleanup names no key.
+    proxy.add(Rule::new(Some("GET"), "/docs/", Fault::CorruptBody));
+    let via = with(env.clone(), &[("MINIO_ENDPOINT", &proxy.url())]);
+    let r = stackback(&["verify", "--restore-test", "--full", "latest"], &via);
+    assert!(r.stdout.contains("5 of 5 objects"), "{}", r.all());
+    assert!(r.stderr.contains("do not read back"), "{}", r.all());
+    assert_caught(&r, tmp.path(), &env, &alerts);
+    let corrupted: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.fault.is_some())
+        .map(|s| s.target)
+        .collect();
+    assert_eq!(corrupted.len(), 5, "{corrupted:?}");
+    assert!(
+        corrupted
+            .iter()
+            .all(|t| t.contains("/stackback-restore-test-")),
+        "{corrupted:?}"
+    );
+    let t = &record(tmp.path())["restore_test"];
+    assert_eq!(t["full"], true, "{t:#}");
+    // The database half passed; the bucket half names each key and what differs.
+    assert_eq!(t["database"]["mismatches"], Value::Null, "{t:#}");
+    let m = t["buckets"][0]["mismatches"].as_array().unwrap();
+    let keys: Vec<&str> = m.iter().map(|m| m["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "docs/0.txt",
+            "docs/1.txt",
+            "docs/2.txt",
+            "docs/3.txt",
+            "docs/4.txt"
+        ]
+    );
+    assert!(m.iter().all(|m| m["field"] == "sha256"), "{t:#}");
+
+    assert_eq!(s3.dump(&bucket), source, "the source bucket was touched");
+    assert_eq!(scratch_buckets(s3), Vec::<String>::new());
+    assert_eq!(scratch_dbs(&c), Vec::<String>::new());
+}
+
+/// A test stopped while it reads objects back from its scratch bucket (the fault proxy holds
+/// those GETs, so the signal lands there every time). SIGTERM: the scratch bucket and database
+/// are dropped before it exits 1, nothing is recorded or alerted. SIGKILL: both are left, and the
+/// next test drops them before it starts, says so, and passes.
+fn a_test_stopped_in_the_bucket_phase_leaves_no_scratch(s3: &S3Server) {
+    let _turn = S3_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Cluster::private(true);
+    let db = c.seeded_db("rtstop");
+    let bucket = small_bucket(s3);
+    let alerts = Alerts::start();
+    let (tmp, env) = backed_up(&c, &db, &alerts.env(&s3.env(&bucket)));
+    let proxy = Proxy::start(&s3.endpoint);
+    let via = with(env.clone(), &[("MINIO_ENDPOINT", &proxy.url())]);
+    // Starts a test, waits until a read-back is held, signals it; its output and the scratch
+    // bucket it had made.
+    let stopped = |signal: i32| {
+        let gate = Gate::new();
+        proxy.clear();
+        proxy.add(Rule::new(Some("GET"), "/docs/", Fault::Hold(gate.clone())));
+        let child = stackback_cmd(&["verify", "--restore-test", "--full", "latest"], &via)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        gate.wait_reached(1, Duration::from_secs(90));
+        let made = scratch_buckets(s3);
+        assert_eq!(made.len(), 1, "{made:?}");
+        assert_eq!(scratch_dbs(&c).len(), 1);
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let out = child.wait_with_output().unwrap();
+        // The held GETs go on to the server now: reads of a bucket that is gone, or left.
+        proxy.clear();
+        gate.open();
+        (out, made.into_iter().next().unwrap())
+    };
+
+    let (out, _) = stopped(libc::SIGTERM);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert_eq!(scratch_buckets(s3), Vec::<String>::new());
+    assert_eq!(scratch_dbs(&c), Vec::<String>::new());
+    assert_eq!(record(tmp.path())["restore_test"], Value::Null);
+
+    let (_, left_bucket) = stopped(libc::SIGKILL);
+    assert_eq!(scratch_buckets(s3), std::slice::from_ref(&left_bucket));
+    let left_db = scratch_dbs(&c);
+    assert_eq!(left_db.len(), 1);
+    let r = stackback(&["verify", "--restore-test", "latest"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for left in [&left_bucket, &left_db[0]] {
+        assert!(
+            r.stdout.contains(&format!("dropped {left}")),
+            "{}",
+            r.stdout
+        );
+    }
+    assert_eq!(scratch_buckets(s3), Vec::<String>::new());
+    assert_eq!(scratch_dbs(&c), Vec::<String>::new());
+    assert_eq!(record(tmp.path())["restore_test"]["ok"], true);
+    assert!(alerts.texts().is_empty(), "{:?}", alerts.texts());
+}
+
+/// BACKUP_RESTORE_TEST as a cron expression: the daemon tests the latest good run on that
+/// schedule, and /metrics and the status page carry the result. The last success is kept in the
+/// state file: once the next run's retention pruned the tested run, `status`, `/metrics` and the
+/// page still know when a test last passed, and of which run.
+#[test]
+fn the_daemon_tests_on_its_schedule_and_the_last_success_outlives_pruning() {
+    let c = Cluster::private(true);
+    let db = c.seeded_db("rtcron");
+    let tmp = tempfile::tempdir().unwrap();
+    let env = c.env(&db, tmp.path());
+    // Ten days ago by this host's clock: the next run's retention (7 days) prunes it.
+    let r = stackback(&["run"], &faked_clock(&env, "-10d"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let tested = record(tmp.path())["run_id"].as_str().unwrap().to_string();
+
+    let cron = with(env.clone(), &[("BACKUP_RESTORE_TEST", "*/2 * * * * *")]);
+    let daemon = start_on_free_port("the daemon", |port| {
+        let env = with(
+            cron.clone(),
+            &[
+                ("BACKUP_HTTP_ADDR", &format!("127.0.0.1:{port}")),
+                ("BACKUP_SCHEDULE", "0 0 1 1 *"),
+                ("BACKUP_STARTUP_GRACE", "1s"),
+            ],
+        );
+        let mut child = stackback_cmd(&["daemon"], &env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        match child.try_wait().unwrap() {
+            Some(s) => Err(format!("the daemon exited: {s}")),
+            None => Ok((child, port)),
+        }
+    });
+    let (child, port) = daemon;
+    wait_until(Duration::from_secs(90), "a scheduled restore test", || {
+        record(tmp.path())["restore_test"]["ok"] == true
+    });
+    let get = |path: &str| {
+        let (ok, text) = tool("curl", &["-sf", &format!("http://127.0.0.1:{port}{path}")]);
+        assert!(ok, "{path}: {text}");
+        text
+    };
+    assert_eq!(
+        gauge(&get("/metrics"), "backup_restore_test_success"),
+        Some(1.0)
+    );
+    let page = get("/");
+    assert!(page.contains(&tested), "{page}");
+    assert!(page.contains("2 tables, 122000 rows"), "{page}");
+    // Stopped whenever: a test under way drops its scratch database first.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(scratch_dbs(&c), Vec::<String>::new());
+    let passed = record(tmp.path())["restore_test"]["finished_at"]
+        .as_str()
+        .unwrap()
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap();
+
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        !tmp.path().join(format!("run_{tested}.json")).exists(),
+        "the tested run was not pruned"
+    );
+    let s: Value = serde_json::from_str(&stackback(&["status", "--json"], &env).stdout).unwrap();
+    assert_eq!(s["restore_test"]["last_ok"], true, "{s:#}");
+    assert_eq!(
+        s["restore_test"]["last_success_run_id"],
+        tested.as_str(),
+        "{s:#}"
+    );
+    let pages = daemon_pages(&env, &["/metrics", "/"]);
+    assert_eq!(gauge(&pages[0], "backup_restore_test_success"), Some(1.0));
+    let at = gauge(
+        &pages[0],
+        "backup_restore_test_last_success_timestamp_seconds",
+    )
+    .unwrap();
+    assert!(
+        (at - passed.timestamp_millis() as f64 / 1000.0).abs() < 0.01,
+        "{at} {passed}"
+    );
+    assert!(pages[1].contains(&tested), "{}", pages[1]);
+    assert!(pages[1].contains("pruned"), "{}", pages[1]);
 }
