@@ -285,6 +285,7 @@ pub async fn after_restore_test(
     notify: &NotifyConfig,
     run_id: &crate::catalog::RunId,
     result: &crate::catalog::RestoreTestRecord,
+    daemon: Option<&metrics::DaemonCounters>,
 ) -> NotifyReport {
     let redactor = cfg.redactor();
     let mut report = NotifyReport::default();
@@ -303,7 +304,7 @@ pub async fn after_restore_test(
         report.events.push(ev.event);
         report.channels = send(notify, &redactor, &ev).await;
     }
-    report.pushgateway = push_metrics(cfg, notify, &redactor, None).await;
+    report.pushgateway = push_metrics(cfg, notify, &redactor, daemon).await;
     report
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::fault::Alerts;
+use crate::support::notify::Pushgateway;
 use crate::support::pg::{Cluster, PASSWORD};
 use crate::support::proxy::{Fault, Gate, Proxy, Rule};
 use crate::support::s3::{s3_tests, small_bucket, S3Server};
@@ -254,7 +255,9 @@ fn counts_that_no_longer_match_are_caught() {
     let c = Cluster::private(true);
     let db = c.seeded_db("rtforge");
     let alerts = Alerts::start();
-    let (tmp, env) = backed_up(&c, &db, &alerts.env(&[]));
+    let push = Pushgateway::start();
+    let extra = alerts.env(&[("BACKUP_PUSHGATEWAY_URL".into(), push.url())]);
+    let (tmp, env) = backed_up(&c, &db, &extra);
     let rec = record(tmp.path());
     // Tables are recorded in (schema, name) order: orders, then users.
     assert_eq!(rec["row_counts"]["tables"][0]["name"], "orders", "{rec:#}");
@@ -271,6 +274,8 @@ fn counts_that_no_longer_match_are_caught() {
         m,
         &json!([{"table": "public.orders", "recorded": 119999, "restored": 120000, "exact": true}])
     );
+    // Pushed too: the Pushgateway's copy fires BackupRestoreTestFailed.
+    assert_eq!(push.value("backup_restore_test_success", ""), Some(0.0));
     assert_eq!(scratch_dbs(&c), Vec::<String>::new());
 }
 
@@ -724,7 +729,11 @@ fn the_daemon_tests_on_its_schedule_and_the_last_success_outlives_pruning() {
     let c = Cluster::private(true);
     let db = c.seeded_db("rtcron");
     let tmp = tempfile::tempdir().unwrap();
-    let env = c.env(&db, tmp.path());
+    let push = Pushgateway::start();
+    let env = with(
+        c.env(&db, tmp.path()),
+        &[("BACKUP_PUSHGATEWAY_URL", &push.url())],
+    );
     // Ten days ago by this host's clock: the next run's retention (7 days) prunes it.
     let r = stackback(&["run"], &faked_clock(&env, "-10d"));
     assert_eq!(r.code, 0, "{}", r.all());
@@ -764,6 +773,12 @@ fn the_daemon_tests_on_its_schedule_and_the_last_success_outlives_pruning() {
         gauge(&get("/metrics"), "backup_restore_test_success"),
         Some(1.0)
     );
+    // The daemon's push after a test keeps its own counters, as after its runs (the manual run
+    // before it pushed none).
+    wait_until(Duration::from_secs(30), "the daemon's push", || {
+        push.value("backup_restore_test_success", "") == Some(1.0)
+    });
+    assert_eq!(push.value("backup_skipped_runs_total", ""), Some(0.0));
     let page = get("/");
     assert!(page.contains(&tested), "{page}");
     assert!(page.contains("2 tables, 122000 rows"), "{page}");

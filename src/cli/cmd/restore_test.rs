@@ -14,7 +14,7 @@ pub async fn run(cfg: &Config, target: Option<&str>, full: bool) -> Result<i32, 
     let signal = crate::cli::signals::stop_requested()?;
     let stop = async move { format!("stopped: {} received", signal.await) };
     let opts = RestoreTestOptions { full };
-    let (report, notify) = stackback::ops::restore_test::job(cfg, &sel, &opts, stop).await?;
+    let (report, notify) = stackback::ops::restore_test::job(cfg, &sel, &opts, stop, None).await?;
     print(&report);
     for c in notify.channels.iter().chain(&notify.pushgateway) {
         if !c.ok {

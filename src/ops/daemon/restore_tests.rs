@@ -25,7 +25,15 @@ pub(super) async fn test(state: &DaemonState, sel: Selector, mut shutdown: watch
         "stopped: the daemon is shutting down".to_string()
     };
     let cfg = &state.cfg;
-    match restore_test::job(cfg, &sel, &RestoreTestOptions::default(), stop).await {
+    match restore_test::job(
+        cfg,
+        &sel,
+        &RestoreTestOptions::default(),
+        stop,
+        Some(&state.counters),
+    )
+    .await
+    {
         Ok((report, _)) => match &report.error {
             None => {
                 info!(run = %report.run_id, detail = %report.result.summary(), "restore test ok")

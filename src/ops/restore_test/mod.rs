@@ -31,6 +31,7 @@ use crate::catalog::{
 };
 use crate::config::{Config, PostgresConfig, RestoreTestConfig};
 use crate::error::{Error, Problem, Result};
+use crate::notify::metrics::DaemonCounters;
 use crate::notify::NotifyReport;
 use crate::ops::Selector;
 use crate::sink::local::BackupDir;
@@ -390,7 +391,8 @@ fn table_lines(plan: &Plan<'_>, restored: &[TableCount]) -> Vec<TableLine> {
 }
 
 /// A restore test and what people hear of it: an alert when it failed (its own wording), and a
-/// metrics push. The daemon and `verify --restore-test` both come through here.
+/// metrics push. The daemon and `verify --restore-test` both come through here; the daemon passes
+/// its counters so that its push keeps the daemon-only metrics, as its runs' pushes do.
 ///
 /// # Errors
 /// As [`run`]: no test could start.
@@ -399,11 +401,12 @@ pub async fn job(
     sel: &Selector,
     opts: &RestoreTestOptions,
     stop: impl std::future::Future<Output = String>,
+    daemon: Option<&DaemonCounters>,
 ) -> Result<(RestoreTestReport, NotifyReport)> {
     let report = run(cfg, sel, opts, stop).await?;
     let notify = match (cfg.notify(), report.recorded) {
         (Ok(n), true) => {
-            crate::notify::after_restore_test(cfg, n, &report.run_id, &report.result).await
+            crate::notify::after_restore_test(cfg, n, &report.run_id, &report.result, daemon).await
         }
         _ => NotifyReport::default(),
     };
