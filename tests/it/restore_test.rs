@@ -827,3 +827,27 @@ fn the_daemon_tests_on_its_schedule_and_the_last_success_outlives_pruning() {
     assert!(pages[1].contains(&tested), "{}", pages[1]);
     assert!(pages[1].contains("pruned"), "{}", pages[1]);
 }
+
+/// A backup whose file no longer matches its run record fails the restore test before any
+/// scratch database is made: exit 3, the failure recorded, alerted and pushed as any other.
+#[test]
+fn a_damaged_backup_fails_the_test_before_any_scratch_is_made() {
+    let c = Cluster::private(true);
+    let db = c.seeded_db("rtdamaged");
+    let alerts = Alerts::start();
+    let (tmp, env) = backed_up(&c, &db, &alerts.env(&[]));
+    let dump = tmp
+        .path()
+        .join(record(tmp.path())["artifacts"][0]["file"].as_str().unwrap());
+    let mut bytes = std::fs::read(&dump).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&dump, bytes).unwrap();
+    let r = stackback(&["verify", "--restore-test", "latest"], &env);
+    assert!(r.stderr.contains("sha256 of the file is"), "{}", r.all());
+    assert_caught(&r, tmp.path(), &env, &alerts);
+    let t = &record(tmp.path())["restore_test"];
+    assert_eq!(t["database"], Value::Null, "{t:#}");
+    assert!(t["error"].as_str().unwrap().contains("sha256"), "{t:#}");
+    assert_eq!(scratch_dbs(&c), Vec::<String>::new());
+}

@@ -109,9 +109,13 @@ enum Ending {
 
 /// Runs one restore test of the run `sel` names and records its result.
 ///
+/// A backup that fails its checksum proof (a damaged or missing file, a run record edited after
+/// the fact) fails the test like one that does not load: it is recorded, alerted and exits 3.
+///
 /// # Errors
-/// Only when no test could start: a setting, no such backup, a modified run record, another test
-/// of this directory running. Everything later is in the report (and its record).
+/// Only when no test could start: a setting, no such backup, an unreadable run record, another
+/// test of this directory running, `stop` during the checksum proof. Everything later is in the
+/// report (and its record).
 pub async fn run(
     cfg: &Config,
     sel: &Selector,
@@ -131,21 +135,21 @@ pub async fn run(
     };
     let _test_lock = dir.lock_named(TEST_LOCK)?;
     let record = catalog.load(&run_id)?;
-    if !record.checksum_ok() {
-        return Err(Error::verification(
-            record.file_name(),
-            Problem::RecordModified,
-        ));
-    }
-    let pinned = Selector::Run(run_id.clone());
-    let database = crate::ops::restore::proven(&dir, ArtifactKind::Database, &pinned).await?;
-    let buckets = match record.good_artifacts(ArtifactKind::Objects).next() {
-        Some(_) => crate::ops::restore::proven(&dir, ArtifactKind::Objects, &pinned).await?,
-        None => Vec::new(),
-    };
     let admin = cfg
         .postgres()?
         .for_restore_test(rt.url.as_ref().map(|u| u.expose()))?;
+    let started = Utc::now();
+    let t0 = Instant::now();
+    // Proving a large backup's checksums takes a while: a signal meanwhile stops it at once.
+    tokio::pin!(stop);
+    let proof = tokio::select! {
+        p = prove(&dir, &record) => p,
+        why = &mut stop => return Err(Error::step("restore test", why)),
+    };
+    let (database, buckets, unproven) = match proof {
+        Ok((d, b)) => (d, b, None),
+        Err(e) => (Vec::new(), Vec::new(), Some(e)),
+    };
     let plan = Plan {
         cfg,
         rt,
@@ -156,18 +160,46 @@ pub async fn run(
         admin,
         full: opts.full,
     };
-    Ok(execute(&plan, stop).await)
+    Ok(execute(&plan, (started, t0), unproven, stop).await)
 }
 
-/// Runs the attempt, builds the result, records it unless stopped.
+/// The run's artifacts, each proven against its recorded checksum; the record must prove itself
+/// first (its artifacts' sums are only as good as it is).
+async fn prove(
+    dir: &BackupDir,
+    record: &RunRecord,
+) -> Result<(Vec<ArtifactRecord>, Vec<ArtifactRecord>)> {
+    if !record.checksum_ok() {
+        return Err(Error::verification(
+            record.file_name(),
+            Problem::RecordModified,
+        ));
+    }
+    let pinned = Selector::Run(record.run_id.clone());
+    let database = crate::ops::restore::proven(dir, ArtifactKind::Database, &pinned).await?;
+    let buckets = match record.good_artifacts(ArtifactKind::Objects).next() {
+        Some(_) => crate::ops::restore::proven(dir, ArtifactKind::Objects, &pinned).await?,
+        None => Vec::new(),
+    };
+    Ok((database, buckets))
+}
+
+/// Runs the attempt (unless the backup failed its proof), builds the result, records it unless
+/// stopped.
 async fn execute(
     plan: &Plan<'_>,
+    (started, t0): (chrono::DateTime<Utc>, Instant),
+    unproven: Option<Error>,
     stop: impl std::future::Future<Output = String>,
 ) -> RestoreTestReport {
-    let started = Utc::now();
-    let t0 = Instant::now();
-    let mut f = Findings::default();
-    let ending = attempt(plan, &mut f, stop).await;
+    let mut f = Findings {
+        server: format!("{}:{}", plan.admin.host, plan.admin.port),
+        ..Findings::default()
+    };
+    let ending = match unproven {
+        Some(e) => Ending::Done(Err(e)),
+        None => attempt(plan, &mut f, stop).await,
+    };
     let (error, stopped) = match ending {
         Ending::Done(r) => (r.err(), false),
         Ending::Stopped(why) => (Some(Error::step("restore test", why)), true),
@@ -217,7 +249,6 @@ async fn attempt(
     f: &mut Findings,
     stop: impl std::future::Future<Output = String>,
 ) -> Ending {
-    f.server = format!("{}:{}", plan.admin.host, plan.admin.port);
     let scratch = match db::Scratch::open(plan.admin.clone()).await {
         Ok(s) => s,
         Err(e) => return Ending::Done(Err(e)),

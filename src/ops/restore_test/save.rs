@@ -12,8 +12,10 @@ use crate::sink::local::BackupDir;
 /// How long recording waits for a backup run that holds the directory lock.
 const LOCK_WAIT: Duration = Duration::from_secs(15 * 60);
 
-/// Writes `result` into run `run_id`'s record (unless pruning removed it meanwhile) and notes it
-/// in the state file. The record is rewritten atomically with a fresh self-checksum.
+/// Writes `result` into run `run_id`'s record and notes it in the state file. The record is
+/// rewritten atomically with a fresh self-checksum; unless pruning removed it meanwhile, or it no
+/// longer proves itself (re-sealing an edited record would launder it): then only the state file
+/// keeps the result.
 pub(super) async fn save(
     dir: &BackupDir,
     run_id: &RunId,
@@ -24,16 +26,12 @@ pub(super) async fn save(
     let path = dir.join(&run_id.record_file());
     if path.exists() {
         let mut rec = catalog.load(run_id)?;
-        // Re-sealing an edited record would launder it: only a record that still proves
-        // itself gets the result.
-        if !rec.checksum_ok() {
-            return Err(Error::verification(
-                rec.file_name(),
-                crate::error::Problem::RecordModified,
-            ));
+        if rec.checksum_ok() {
+            rec.restore_test = Some(result.clone());
+            catalog.write(&rec)?;
+        } else {
+            tracing::warn!(run = %run_id, "the tested run's record was modified after stackback wrote it: only the state file keeps the result");
         }
-        rec.restore_test = Some(result.clone());
-        catalog.write(&rec)?;
     } else {
         tracing::warn!(run = %run_id, "the tested run was pruned meanwhile: only the state file keeps the result");
     }
