@@ -4,17 +4,24 @@
 //! `ok` or `partial` record lists with a passed verification is a backup. Files that look like
 //! artifacts but that no record names (an old shell script's backups) are "unmanaged".
 
+mod counts;
 mod naming;
 mod record;
 pub mod remote_state;
+mod restore_test;
+pub mod state;
 
 use std::collections::HashSet;
 use std::path::Path;
 
+pub use counts::{record_tables, recorded_tables, RowCounts, TableCount};
 pub use naming::{index_file_name, is_artifact_of, is_sealed_name, ArtifactKind, RunId};
 pub use record::{
     ArtifactRecord, Encryption, LowSpace, PruneSummary, RunRecord, RunState, Step, Verification,
     VerifyLevel, SCHEMA_VERSION,
+};
+pub use restore_test::{
+    BucketTestResult, DbTestResult, ObjectMismatch, RestoreTestRecord, RowMismatch,
 };
 
 use crate::error::{Error, Result};

@@ -254,6 +254,13 @@ pub struct RunRecord {
     /// Set when the run started short of space (schema 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub low_space: Option<LowSpace>,
+    /// Per-table row counts of the database artifact, in the dump's snapshot. Read and written
+    /// only through [`super::recorded_tables`] and [`super::record_tables`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) row_counts: Option<super::RowCounts>,
+    /// The last restore test of this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<super::RestoreTestRecord>,
     /// Fields this build does not know (reserved sections of schema 2 filled by a later build):
     /// kept as they are when the record is rewritten.
     #[serde(flatten)]
@@ -289,6 +296,8 @@ impl RunRecord {
             artifacts: Vec::new(),
             prune: None,
             low_space: None,
+            row_counts: None,
+            restore_test: None,
             extra: serde_json::Map::new(),
             record_sha256: String::new(),
             checksum_matched: true,
@@ -457,8 +466,8 @@ mod tests {
         let o = v.as_object_mut().unwrap();
         o.remove("record_sha256");
         o.insert(
-            "restore_test".into(),
-            serde_json::json!({"ok": true, "rows": 12}),
+            "encryption".into(),
+            serde_json::json!({"recipients": ["age1x"], "rows": 12}),
         );
         o.insert("anomalies".into(), serde_json::json!([{"table": "orders"}]));
         let sum = canonical_sha256(&v);
@@ -467,7 +476,7 @@ mod tests {
         let text = serde_json::to_vec_pretty(&v).unwrap();
         let read = RunRecord::from_json(&text).unwrap();
         assert!(read.checksum_ok());
-        assert_eq!(read.extra["restore_test"]["rows"], 12);
+        assert_eq!(read.extra["encryption"]["rows"], 12);
         // Rewritten by this build, the unknown sections survive and the sum still holds.
         let again = RunRecord::from_json(&read.to_json()).unwrap();
         assert!(again.checksum_ok());

@@ -72,6 +72,18 @@ pub(crate) enum Command {
         /// with its record's size and SHA-256 (nothing is written to disk).
         #[arg(long)]
         remote: bool,
+        /// Restore the run into a scratch database (BACKUP_RESTORE_TEST_URL, default the source
+        /// server) and a scratch bucket, compare row counts and objects, drop them again.
+        #[arg(long, conflicts_with = "all")]
+        restore_test: bool,
+        /// With --restore-test: every object of each bucket archive, not a sample.
+        #[arg(long, requires = "restore_test")]
+        full: bool,
+        /// With --restore-test: test the run on the off-site remote (fetched into a scratch
+        /// directory and checked first): a second host holding the identity tests what the
+        /// backup host sent away.
+        #[arg(long, requires = "restore_test")]
+        from_remote: bool,
     },
     /// List every run in the backup directory, newest first, with totals and disk use.
     #[command(display_order = 3)]

@@ -101,7 +101,16 @@ async fn dispatch(cli: Cli) -> i32 {
             target,
             all,
             remote: true,
+            restore_test: false,
+            ..
         } => cmd::verify::remote(&cfg, target.as_deref(), *all).await,
+        Command::Verify {
+            restore_test: true,
+            target,
+            full,
+            from_remote,
+            ..
+        } => cmd::restore_test::run(&cfg, target.as_deref(), *full, *from_remote).await,
         Command::Verify { target, all, .. } => {
             cmd::verify::run(&cfg, target.as_deref(), *all).await
         }

@@ -13,6 +13,7 @@ mod crypt;
 mod dburl;
 mod layers;
 mod remote;
+mod restore_test;
 mod sections;
 mod settings;
 
@@ -24,6 +25,7 @@ pub use crypt::EncryptionConfig;
 pub use dburl::SslMode;
 pub use layers::{LoadInput, Resolved, Source};
 pub use remote::{RemoteConfig, RemoteTarget};
+pub use restore_test::{RestoreTestConfig, RestoreTestMode};
 pub use sections::{
     AlertOn, NotifyConfig, ObjectsConfig, PostgresConfig, PushTarget, RetentionConfig,
     ScheduleConfig, SmtpConfig, SmtpTls, StatusConfig, StoreConfig, Thresholds, WebhookFormat,
@@ -100,6 +102,7 @@ pub struct Config {
     encryption: OnceLock<EncryptionConfig>,
     remote: OnceLock<Option<RemoteConfig>>,
     identities: OnceLock<Option<std::sync::Arc<crate::crypt::Identities>>>,
+    restore_test: OnceLock<RestoreTestConfig>,
 }
 
 /// A section, for commands that name what they use up front.
@@ -116,10 +119,11 @@ pub enum Section {
     Http,
     Encryption,
     Remote,
+    RestoreTest,
 }
 
 impl Section {
-    pub const ALL: [Section; 11] = [
+    pub const ALL: [Section; 12] = [
         Section::Postgres,
         Section::Store,
         Section::Thresholds,
@@ -131,6 +135,7 @@ impl Section {
         Section::Http,
         Section::Encryption,
         Section::Remote,
+        Section::RestoreTest,
     ];
 }
 
@@ -156,6 +161,7 @@ impl Config {
             encryption: OnceLock::new(),
             remote: OnceLock::new(),
             identities: OnceLock::new(),
+            restore_test: OnceLock::new(),
         }
     }
 
@@ -174,6 +180,7 @@ impl Config {
                 Section::Http => self.http_addr().map(drop)?,
                 Section::Encryption => self.encryption().map(drop)?,
                 Section::Remote => self.remote().map(drop)?,
+                Section::RestoreTest => self.restore_test().map(drop)?,
             }
         }
         Ok(())
@@ -265,6 +272,12 @@ impl Config {
     /// read the key, and a bad key file is a configuration error (exit 2) naming the setting.
     pub fn identities(&self) -> Result<Option<std::sync::Arc<crate::crypt::Identities>>> {
         cached(&self.identities, || crypt::load_identities(&self.settings)).cloned()
+    }
+
+    pub fn restore_test(&self) -> Result<&RestoreTestConfig> {
+        cached(&self.restore_test, || {
+            RestoreTestConfig::build(&self.settings)
+        })
     }
 }
 

@@ -96,6 +96,8 @@ pub struct PostgresConfig {
     pub globals: bool,
     /// Dumps carry `DROP ... IF EXISTS`, so the seed's recipe restores over a live database.
     pub dump_clean: bool,
+    /// Row counts are exact for tables with at most this many bytes of heap, estimates above.
+    pub row_count_exact_limit: u64,
 }
 
 impl PostgresConfig {
@@ -115,6 +117,7 @@ impl PostgresConfig {
             pg_dump: s.get(Key::PgDump).map(PathBuf::from),
             globals: s.flag(Key::Globals)?,
             dump_clean: s.flag(Key::DumpClean)?,
+            row_count_exact_limit: s.bytes(Key::RowCountExactLimit)?,
         };
         let mut db = s.get(Key::PostgresDb).map(String::from);
         // The app's URL only fills what POSTGRES_* leave unset: it may name the app's own user.

@@ -67,6 +67,7 @@ settings! {
     PgDump => "postgres.pg_dump", ["PG_DUMP_PATH"], false, None, "pg_dump to use (default: the best match among /usr/lib/postgresql/*/bin and PATH)";
     DumpClean => "postgres.dump_clean", ["BACKUP_PG_DUMP_CLEAN"], false, Some("true"), "dumps drop each object before creating it (pg_dump --clean --if-exists), so `gunzip -c | psql` restores over a live database";
     Globals => "postgres.globals", ["BACKUP_GLOBALS"], false, Some("false"), "also dump roles and tablespaces (pg_dumpall --globals-only --no-role-passwords)";
+    RowCountExactLimit => "postgres.row_count_exact_limit", ["BACKUP_ROW_COUNT_EXACT_LIMIT"], false, Some("256MiB"), "row counts recorded with each dump are exact (count(*)) for tables up to this heap size, the planner's estimate above; 0: estimates only";
     BackupDir => "backup.dir", ["BACKUP_DIR"], false, Some("./backups"), "directory holding backups and run records";
     Compression => "backup.compression", ["BACKUP_COMPRESSION"], false, Some("gzip"), "gzip | zstd | none";
     CompressionLevel => "backup.compression_level", ["BACKUP_COMPRESSION_LEVEL"], false, None, "gzip 1-9 (default 6), zstd 1-19 (default 3)";
@@ -116,6 +117,10 @@ settings! {
     Timeout => "schedule.timeout", ["BACKUP_TIMEOUT"], false, Some("6h"), "a run taking longer is aborted, cleaned up and alerted";
     StartupGrace => "schedule.startup_grace", ["BACKUP_STARTUP_GRACE"], false, Some("2m"), "the daemon retries its setup check this long at start (the database may still be starting)";
     StopGrace => "schedule.stop_grace", ["BACKUP_STOP_GRACE"], false, Some("60s"), "on SIGTERM, how long a running backup may take to finish before it is aborted";
+    RestoreTest => "restore_test.mode", ["BACKUP_RESTORE_TEST"], false, Some("off"), "the daemon's restore tests: off | after-run (each good run) | a cron expression (e.g. 0 4 * * 0: the latest run, weekly)";
+    RestoreTestUrl => "restore_test.url", ["BACKUP_RESTORE_TEST_URL"], true, None, "scratch PostgreSQL server for restore tests, postgres://user:password@host:port/db (default: the source server; the user needs CREATEDB)";
+    RestoreTestTimeout => "restore_test.timeout", ["BACKUP_RESTORE_TEST_TIMEOUT"], false, Some("1h"), "a restore test taking longer is stopped, its scratch database and bucket dropped, and it fails";
+    RestoreTestSample => "restore_test.sample", ["BACKUP_RESTORE_TEST_SAMPLE"], false, Some("20"), "objects per bucket archive a restore test uploads and reads back (--full: all of them)";
     WebhookUrl => "alert.webhook_url", ["BACKUP_ALERT_WEBHOOK_URL"], true, None, "POST failure alerts here (Slack, Discord or any JSON receiver)";
     WebhookFormat => "alert.webhook_format", ["BACKUP_ALERT_WEBHOOK_FORMAT"], false, Some("auto"), "auto (Discord URLs get discord, others slack) | slack | discord | generic";
     AlertEmail => "alert.email", ["BACKUP_ALERT_EMAIL"], false, None, "send failure alerts to these addresses (comma list) through SMTP_*";

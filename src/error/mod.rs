@@ -158,6 +158,17 @@ pub enum PgCause {
     ServerGone,
 }
 
+/// What a restore test's scratch server refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScratchRefusal {
+    /// No connection (unreachable, authentication).
+    Connect,
+    /// CREATE DATABASE (no CREATEDB privilege).
+    CreateDatabase,
+    /// CreateBucket on the S3 server.
+    CreateBucket,
+}
+
 /// Everything that can go wrong in the library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -242,6 +253,18 @@ pub enum Error {
     /// file's recipients. A settings problem (exit 2), never a damaged backup.
     #[error("cannot decrypt {file}: {detail}")]
     Key { file: String, detail: String },
+    /// A restore test could not use its scratch server: nothing was learnt about the backup.
+    #[error("restore test: {server} refused {what}: {detail}")]
+    ScratchRefused {
+        refusal: ScratchRefusal,
+        /// `host:port` of the scratch PostgreSQL server, or the S3 endpoint.
+        server: String,
+        /// What was asked: `to create database stackback_restore_test_...`.
+        what: String,
+        detail: String,
+        /// The user it connected as, for the hint.
+        user: String,
+    },
 }
 
 impl From<RemoteError> for Error {
@@ -332,11 +355,26 @@ impl Error {
             Error::Child { cause, .. } | Error::Postgres { cause, .. } => {
                 cause.map(|c| pg_hint(c).to_string())
             }
+            Error::Verification {
+                problem: Problem::RestoreLoad { .. },
+                ..
+            } => Some(
+                "the backup does not restore as it is: read psql's error above; a role or extension the dump needs must exist on the scratch server (BACKUP_RESTORE_TEST_URL; BACKUP_GLOBALS=true backs roles up), else restoring it after a loss fails the same way"
+                    .into(),
+            ),
+            Error::Verification {
+                problem: Problem::RowCounts { .. } | Problem::ObjectsDiffer { .. },
+                ..
+            } => Some(
+                "the restored data differs from what the backup recorded: do not rely on this backup; run `stackback run` for a fresh one and test it"
+                    .into(),
+            ),
             Error::Verification { .. } => Some(
                 "do not rely on this backup; run `stackback run` for a fresh one and check the \
                  disk holding BACKUP_DIR"
                     .into(),
             ),
+            Error::ScratchRefused { refusal, user, .. } => Some(scratch_hint(*refusal, user)),
             Error::S3(e) => Some(s3_hint(e.kind).into()),
             Error::Remote(e) => Some(remote_hint(e.kind).into()),
             Error::Key { .. } => Some(
@@ -372,6 +410,16 @@ mod libc_errno {
     pub const EACCES: i32 = 13;
     pub const ENOSPC: i32 = 28;
     pub const EROFS: i32 = 30;
+}
+
+fn scratch_hint(refusal: ScratchRefusal, user: &str) -> String {
+    match refusal {
+        ScratchRefusal::Connect => "check BACKUP_RESTORE_TEST_URL (when unset, restore tests use the source server as POSTGRES_* configure it) and that the server accepts this user".into(),
+        ScratchRefusal::CreateDatabase => format!(
+            "restore tests load the dump into a scratch database: grant CREATEDB to {user} (ALTER ROLE \"{user}\" CREATEDB) or set BACKUP_RESTORE_TEST_URL to a server where it may create databases"
+        ),
+        ScratchRefusal::CreateBucket => "restore tests upload objects into a scratch bucket (stackback-restore-test-*) and delete it: give the MINIO_* credentials the right to create and delete buckets".into(),
+    }
 }
 
 fn pg_hint(cause: PgCause) -> &'static str {

@@ -62,6 +62,16 @@ pub enum Problem {
     RecordModified,
     /// The run record cannot be parsed.
     RecordUnusable { detail: String },
+    /// A restore test: the dump did not load into an empty scratch database.
+    RestoreLoad { detail: String },
+    /// A restore test: restored tables do not hold the rows recorded at backup time.
+    RowCounts { tables: usize, detail: String },
+    /// A restore test: objects do not read back as the index describes them.
+    ObjectsDiffer {
+        bucket: String,
+        objects: usize,
+        detail: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -126,6 +136,22 @@ impl fmt::Display for Problem {
                 "run record was modified after stackback wrote it (its self-checksum does not match): its artifacts cannot be trusted",
             ),
             Problem::RecordUnusable { detail } => write!(f, "run record unusable: {detail}"),
+            Problem::RestoreLoad { detail } => write!(
+                f,
+                "the dump does not load into an empty database: {detail}"
+            ),
+            Problem::RowCounts { tables, detail } => write!(
+                f,
+                "row counts of {tables} restored table(s) differ from the ones recorded at backup time: {detail}"
+            ),
+            Problem::ObjectsDiffer {
+                bucket,
+                objects,
+                detail,
+            } => write!(
+                f,
+                "{objects} object(s) of bucket {bucket} do not read back as the index describes them: {detail}"
+            ),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::state::State;
 use crate::catalog::{ArtifactKind, Catalog, RunRecord, RunState};
 use crate::config::{Config, PushTarget};
 use crate::error::{Error, Result};
@@ -201,9 +202,16 @@ impl View<'_> {
 /// `daemon` is `None` outside the daemon: a manual run's push then leaves the daemon-only counter
 /// out instead of resetting it.
 pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
-    let (records, counters) = match BackupDir::open(&cfg.backup_dir()) {
-        Ok(d) => (Catalog::new(d.clone()).records()?, RunCounters::load(&d)),
-        Err(Error::NotFound(_)) => (Vec::new(), RunCounters::default()),
+    let (records, counters, state) = match BackupDir::open(&cfg.backup_dir()) {
+        Ok(d) => (
+            Catalog::new(d.clone()).records()?,
+            RunCounters::load(&d),
+            State::load(&d).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the state file: restore-test metrics left out");
+                State::default()
+            }),
+        ),
+        Err(Error::NotFound(_)) => (Vec::new(), RunCounters::default(), State::default()),
         Err(e) => return Err(e),
     };
     let objects_configured = cfg
@@ -247,6 +255,7 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
         .iter()
         .filter(|r| r.status == RunState::Ok)
         .count();
+    restore_test(&mut e, &state);
     e.metric(
         "backup_good_runs",
         "gauge",
@@ -287,6 +296,33 @@ fn remote_metrics(cfg: &Config, e: &mut Exposition) {
         "Runs this host has copied off-site and not seen deleted there.",
         vec![(String::new(), state.runs.len() as f64)],
     );
+}
+
+/// The last restore test, from the state file (so pruning the tested run does not reset it).
+/// Left out until a restore test ran: the alert rules then have no series to fire on.
+fn restore_test(e: &mut Exposition, state: &State) {
+    let Some(t) = &state.restore_test else { return };
+    let one = |v: f64| vec![(String::new(), v)];
+    e.metric(
+        "backup_restore_test_success",
+        "gauge",
+        "1 if the last restore test loaded the backup and every count matched, else 0.",
+        one(f64::from(t.last_ok)),
+    );
+    e.metric(
+        "backup_restore_test_last_run_timestamp_seconds",
+        "gauge",
+        "When the last restore test finished, whatever its result (Unix time).",
+        one(ts(t.last_tested_at)),
+    );
+    if let Some(at) = t.last_success_at {
+        e.metric(
+            "backup_restore_test_last_success_timestamp_seconds",
+            "gauge",
+            "When the newest restore test that passed finished (Unix time).",
+            one(ts(at)),
+        );
+    }
 }
 
 /// How a push treats the group already on the Pushgateway.

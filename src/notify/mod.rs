@@ -28,6 +28,9 @@ pub enum EventKind {
     Test,
     /// The local backup is good; its off-site copy failed.
     Offsite,
+    /// A restore test of a backup failed: the backup may not come back.
+    #[serde(rename = "restore_test_failure")]
+    RestoreTestFailure,
 }
 
 /// Something a human should hear about.
@@ -96,6 +99,10 @@ impl Event {
                 "stackback: OFF-SITE COPY FAILED on {} (run {run}; the local backup is good)",
                 self.host
             ),
+            EventKind::RestoreTestFailure => format!(
+                "stackback: RESTORE TEST FAILED on {} (backup run {run}): the backup may not restore",
+                self.host
+            ),
         }
     }
 
@@ -122,6 +129,10 @@ impl Event {
                     .unwrap_or_else(|| "journalctl -u stackback or docker logs".into())
             )),
             EventKind::Test => t.push_str("\nThis is a test message: the channel works."),
+            EventKind::RestoreTestFailure => t.push_str(&format!(
+                "\nInvestigate: stackback list; the restore_test section of run_{}.json in the backup directory; stackback verify --restore-test {0} to run it again.",
+                self.run_id.as_deref().unwrap_or("latest")
+            )),
             _ => {}
         }
         t
@@ -294,6 +305,36 @@ pub async fn offsite_failed(
         backup_dir: notify.backup_dir.display().to_string(),
     };
     (ev.event, send(notify, &redactor, &ev).await)
+}
+
+/// After a restore test: an alert when it failed (whatever BACKUP_ALERT_ON says: a backup that
+/// does not restore is always news), and a metrics push. Never fails.
+pub async fn after_restore_test(
+    cfg: &Config,
+    notify: &NotifyConfig,
+    run_id: &crate::catalog::RunId,
+    result: &crate::catalog::RestoreTestRecord,
+    daemon: Option<&metrics::DaemonCounters>,
+) -> NotifyReport {
+    let redactor = cfg.redactor();
+    let mut report = NotifyReport::default();
+    if !result.ok {
+        let ev = Event {
+            event: EventKind::RestoreTestFailure,
+            run_id: Some(run_id.to_string()),
+            host: crate::catalog::host_name(),
+            status: None,
+            failed_step: None,
+            error: Some(result.summary()),
+            started_at: Some(result.started_at),
+            finished_at: Some(result.finished_at),
+            backup_dir: notify.backup_dir.display().to_string(),
+        };
+        report.events.push(ev.event);
+        report.channels = send(notify, &redactor, &ev).await;
+    }
+    report.pushgateway = push_metrics(cfg, notify, &redactor, daemon).await;
+    report
 }
 
 /// For a run that never started: `backup_success 0` and the time, added to what the Pushgateway

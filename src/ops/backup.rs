@@ -27,6 +27,8 @@ use crate::sink::local::{ArtifactWriter, BackupDir};
 use crate::source::postgres::{self, select_tool, ToolSearch};
 use crate::units::human_bytes;
 
+mod counted;
+
 /// What `stackback run` did.
 #[derive(Debug)]
 pub struct RunReport {
@@ -385,8 +387,7 @@ impl RunCtx<'_> {
             .start_step("database", server.as_ref().map(|s| s.db_bytes));
         self.rec.server_version = server.map(|s| s.version);
         info!(pg_dump = %tool.path.display(), version = %tool.version, db = %pg.db, "dumping database");
-        let cmd = postgres::database_command(&tool, pg);
-        let dumped = self.dump_sql(ArtifactKind::Database, "pg_dump", cmd).await;
+        let dumped = self.dump_in_snapshot(&tool, probe.is_ok()).await;
         match dumped {
             Err(Error::Child {
                 tool,

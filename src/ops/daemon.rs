@@ -15,9 +15,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Section};
+use crate::config::{Config, RestoreTestMode, Section};
 use crate::error::{Error, Result};
 use crate::server::DaemonState;
+
+mod restore_tests;
 
 /// Runs until `shutdown` flips to true. Returns after the HTTP server and any run have stopped.
 pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -48,6 +50,10 @@ pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bo
     });
 
     check_setup(&state).await;
+    let mode = cfg.restore_test()?.mode.clone();
+    // Backups and restore tests take turns.
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    let tests = restore_tests::spawn(&state, &mode, &turn, &shutdown);
     let sched = &schedule.schedule;
     let mut next = if run_now {
         Some(Utc::now())
@@ -67,7 +73,13 @@ pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bo
             break;
         }
         let started = Utc::now();
-        one_run(&state, shutdown.clone()).await;
+        {
+            let _turn = turn.lock().await;
+            let ok_run = one_run(&state, shutdown.clone()).await;
+            if matches!(mode, RestoreTestMode::AfterRun) {
+                restore_tests::after_run(&state, ok_run, shutdown.clone()).await;
+            }
+        }
         let skipped = next.map_or(0, |n| sched.due_between(n, Utc::now()));
         if skipped > 0 {
             warn!(
@@ -82,6 +94,9 @@ pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bo
         next = sched.next_after(Utc::now().max(started));
     }
     info!("shutting down");
+    if let Some(t) = tests {
+        let _ = t.await;
+    }
     let _ = server.await;
     Ok(())
 }
@@ -140,8 +155,12 @@ async fn wait_until_due(
     }
 }
 
-/// One scheduled run with its timeout, shutdown grace, alerts and metrics. Never fails.
-async fn one_run(state: &Arc<DaemonState>, mut shutdown: watch::Receiver<bool>) {
+/// One scheduled run with its timeout, shutdown grace, alerts and metrics. Never fails; returns
+/// the run's id when it ended ok.
+async fn one_run(
+    state: &Arc<DaemonState>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<crate::catalog::RunId> {
     let cfg = &state.cfg;
     let grace = state.schedule.stop_grace;
     // BACKUP_TIMEOUT is the job's own; a shutdown adds the grace period.
@@ -158,7 +177,7 @@ async fn one_run(state: &Arc<DaemonState>, mut shutdown: watch::Receiver<bool>) 
         Ok(j) => j,
         Err(e) => {
             error!(error = %cfg.redactor().redact(&e.to_string()), "backup run could not start");
-            return;
+            return None;
         }
     };
     match &job.run {
@@ -185,5 +204,9 @@ async fn one_run(state: &Arc<DaemonState>, mut shutdown: watch::Receiver<bool>) 
         if c.ok {
             info!(channel = %c.channel, detail = %c.detail, "notified");
         }
+    }
+    match &job.run {
+        Ok(r) if r.error.is_none() => Some(r.record.run_id.clone()),
+        _ => None,
     }
 }

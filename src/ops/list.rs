@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{ArtifactKind, Catalog, Entry, RunId, RunRecord, RunState};
+use crate::catalog::state::{RestoreTestState, State};
+use crate::catalog::{ArtifactKind, Catalog, Entry, RestoreTestRecord, RunId, RunRecord, RunState};
 use crate::error::Result;
 use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
 use crate::units::human_bytes;
@@ -24,6 +25,42 @@ pub struct RunSummary {
     pub artifacts: Vec<ArtifactSummary>,
     /// Stored bytes of this run's artifacts that are on disk.
     pub bytes: u64,
+    /// The run's last restore test, when one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<RestoreTestSummary>,
+}
+
+/// A run's last restore test, as `list` and `status` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreTestSummary {
+    pub ok: bool,
+    /// When it finished.
+    pub tested_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    /// Tables and rows in the scratch database (null when the dump did not load).
+    pub tables: Option<u64>,
+    pub rows: Option<u64>,
+    /// Tables whose counts differ, and objects that read back differently.
+    pub mismatches: usize,
+    pub objects_sampled: u64,
+    pub error: Option<String>,
+}
+
+impl RestoreTestSummary {
+    pub fn of(t: &RestoreTestRecord) -> RestoreTestSummary {
+        let loaded = t.database.as_ref().filter(|d| d.tables > 0 || t.ok);
+        RestoreTestSummary {
+            ok: t.ok,
+            tested_at: t.finished_at,
+            duration_seconds: t.duration_ms as f64 / 1000.0,
+            tables: loaded.map(|d| d.tables),
+            rows: loaded.map(|d| d.rows),
+            mismatches: t.database.as_ref().map_or(0, |d| d.mismatches.len())
+                + t.buckets.iter().map(|b| b.mismatches.len()).sum::<usize>(),
+            objects_sampled: t.buckets.iter().map(|b| b.sampled).sum(),
+            error: t.error.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +152,7 @@ fn summarize(dir: &BackupDir, r: &RunRecord, locked: bool) -> RunSummary {
         error: r.error.clone(),
         bytes: artifacts.iter().map(|a| a.bytes).sum(),
         artifacts,
+        restore_test: r.restore_test.as_ref().map(RestoreTestSummary::of),
     }
 }
 
@@ -147,6 +185,7 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
                     error: Some(error),
                     artifacts: Vec::new(),
                     bytes: 0,
+                    restore_test: None,
                 });
             }
         }
@@ -233,6 +272,10 @@ pub struct Status {
     /// The off-site copies as this host last saw them, once one was attempted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<crate::catalog::remote_state::RemoteState>,
+    /// The last restore test and the last that passed (from the state file, so pruning the
+    /// tested run does not lose them); absent until a restore test ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_test: Option<RestoreTestState>,
 }
 
 /// Summarises the backup directory for operators and health checks.
@@ -272,6 +315,18 @@ pub fn status(
             warnings.push(format!("the last run ({}) is {}", r.run_id, r.status));
         }
     }
+    let restore_test = State::load(dir)
+        .unwrap_or_else(|e| {
+            warnings.push(format!("the state file is unreadable: {e}"));
+            State::default()
+        })
+        .restore_test;
+    if let Some(t) = restore_test.as_ref().filter(|t| !t.last_ok) {
+        warnings.push(format!(
+            "the last restore test (of run {}) failed: `stackback list` shows why",
+            t.last_run_id
+        ));
+    }
     let tolerance = crate::retention::CLOCK_TOLERANCE;
     for r in l.runs.iter().filter(|r| r.started_at > now + tolerance) {
         warnings.push(format!(
@@ -303,5 +358,6 @@ pub fn status(
         warnings,
         stale,
         max_age_seconds: max_age.as_secs(),
+        restore_test,
     })
 }

@@ -11,6 +11,7 @@ pub mod list;
 pub mod offsite;
 pub mod prune;
 pub mod restore;
+pub mod restore_test;
 pub mod setup;
 pub mod verify;
 

@@ -83,7 +83,15 @@ pub fn health_check(s: &DaemonState, now: DateTime<Utc>) -> Health {
         })
         .map(|r| r.finished_at.unwrap_or(r.started_at));
     let fresh = last_success.is_some_and(|t| now - t <= period + timeout);
-    let setup = s.setup_problems.lock().expect("not poisoned").clone();
+    // A good run that finished since the daemon started proves the setup works. The scheduler
+    // clears the problems once the run's alerts and push are done, but its record, read here, is
+    // on disk before that: without this, /healthz would say "broken setup" for that moment.
+    let proven = last_success.is_some_and(|t| t >= s.started_at);
+    let setup = if proven {
+        Vec::new()
+    } else {
+        s.setup_problems.lock().expect("not poisoned").clone()
+    };
     let ok = (fresh || nothing_due_yet) && setup.is_empty();
     let status = match (setup.is_empty(), ok) {
         (false, _) => "broken setup",

@@ -2,14 +2,16 @@
 //! per request by [`build`] into a [`PageData`] (from `ops::list`, the daemon's health verdict and
 //! its schedule). [`super::render`] turns it into HTML.
 //!
-//! Off-site copies and restore tests are being built: the page reads them as [`RemoteView`] and
-//! [`RestoreTestView`], which [`remote_view`] and [`run_restore_test`] fill (today: `None`, shown
-//! as "not configured"). Filling them is the only change the page needs.
+//! Off-site copies and restore tests: the page reads them as [`RemoteView`] and
+//! [`RestoreTestView`], which [`remote_view`] (today: `None`, shown as "not configured"),
+//! [`run_restore_test`] (each run's `restore_test` section, through `list`) and
+//! [`latest_restore_test`] (the state file's last test, which outlives a pruned run) fill.
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::Health;
+use crate::catalog::state::RestoreTestState;
 use crate::catalog::RunId;
 use crate::config::Config;
 use crate::error::Result;
@@ -116,6 +118,7 @@ pub fn build(input: &PageInput) -> Result<PageData> {
             run,
         })
         .collect();
+    let restore_test = latest_restore_test(&history, status.restore_test.as_ref());
     Ok(PageData {
         now: input.now,
         tz: input.schedule.tz(),
@@ -124,7 +127,7 @@ pub fn build(input: &PageInput) -> Result<PageData> {
         health: input.health.clone(),
         status,
         remote: remote_view(input.cfg),
-        restore_test: latest_restore_test(&history),
+        restore_test,
         history,
         totals: listing.totals,
         unmanaged: listing.unmanaged,
@@ -138,22 +141,71 @@ fn remote_view(_cfg: &Config) -> Option<RemoteView> {
     None
 }
 
-/// One run's restore test, from the run's `restore_test` section once `list` carries it.
-fn run_restore_test(_run: &RunSummary) -> Option<RestoreTestView> {
-    None
+/// One run's restore test, from the run's `restore_test` section as `list` carries it.
+fn run_restore_test(run: &RunSummary) -> Option<RestoreTestView> {
+    let t = run.restore_test.as_ref()?;
+    let mut detail = match (t.tables, t.rows) {
+        (Some(tables), Some(rows)) => format!("{tables} tables, {rows} rows"),
+        _ => "the dump did not load".to_string(),
+    };
+    if t.objects_sampled > 0 {
+        detail.push_str(&format!(", {} objects read back", t.objects_sampled));
+    }
+    if t.mismatches > 0 {
+        detail.push_str(&format!(", {} mismatches", t.mismatches));
+    }
+    if let Some(e) = t.error.as_deref().filter(|_| !t.ok) {
+        detail = format!("{detail}: {e}");
+    }
+    Some(RestoreTestView {
+        status: if t.ok {
+            ViewStatus::Ok
+        } else {
+            ViewStatus::Failed
+        },
+        run_id: Some(run.run_id.clone()),
+        tested_at: Some(t.tested_at),
+        last_success: t.ok.then_some(t.tested_at),
+        detail,
+    })
 }
 
-/// The newest restore test of the history, with the time of the newest one that passed.
-fn latest_restore_test(history: &[RunRow]) -> Option<RestoreTestView> {
+/// The newest restore test, with the time of the newest one that passed. The state file
+/// (`status.restore_test`) knows both even after pruning removed the tested runs, so it wins; the
+/// detail comes from the tested run's row while that run is still in the directory. Without a
+/// state file (lost, or unreadable: `status` warns), the history alone answers.
+fn latest_restore_test(
+    history: &[RunRow],
+    state: Option<&RestoreTestState>,
+) -> Option<RestoreTestView> {
     let tests = || history.iter().filter_map(|r| r.restore_test.as_ref());
-    let newest = tests().max_by_key(|t| t.tested_at)?;
     let passed = tests()
         .filter(|t| t.status == ViewStatus::Ok)
         .filter_map(|t| t.tested_at)
         .max();
+    let newest = tests().max_by_key(|t| t.tested_at);
+    let Some(st) = state.filter(|st| newest.is_none_or(|n| n.tested_at <= Some(st.last_tested_at)))
+    else {
+        let newest = newest?;
+        return Some(RestoreTestView {
+            last_success: newest.last_success.or(passed),
+            ..newest.clone()
+        });
+    };
+    let row = tests().find(|t| t.run_id.as_ref() == Some(&st.last_run_id));
     Some(RestoreTestView {
-        last_success: newest.last_success.or(passed),
-        ..newest.clone()
+        status: if st.last_ok {
+            ViewStatus::Ok
+        } else {
+            ViewStatus::Failed
+        },
+        run_id: Some(st.last_run_id.clone()),
+        tested_at: Some(st.last_tested_at),
+        last_success: st.last_success_at.or(passed),
+        detail: row.map_or_else(
+            || "the tested run has been pruned since".to_string(),
+            |r| r.detail.clone(),
+        ),
     })
 }
 
@@ -176,6 +228,7 @@ mod tests {
                 error: None,
                 artifacts: Vec::new(),
                 bytes: 0,
+                restore_test: None,
             },
             restore_test: status.map(|status| RestoreTestView {
                 status,
@@ -189,19 +242,49 @@ mod tests {
 
     #[test]
     fn the_summary_is_the_newest_test_with_the_newest_success() {
-        assert!(latest_restore_test(&[row(3, None), row(2, None)]).is_none());
+        assert!(latest_restore_test(&[row(3, None), row(2, None)], None).is_none());
         let rows = [
             row(4, None),
             row(3, Some(ViewStatus::Failed)),
             row(2, Some(ViewStatus::Ok)),
             row(1, Some(ViewStatus::Ok)),
         ];
-        let t = latest_restore_test(&rows).unwrap();
+        let t = latest_restore_test(&rows, None).unwrap();
         assert_eq!(t.status, ViewStatus::Failed);
         assert_eq!(t.run_id, Some(rows[1].run.run_id.clone()));
         assert_eq!(
             t.last_success,
             rows[2].restore_test.as_ref().unwrap().tested_at
         );
+    }
+    /// The state file outlives pruning: with every tested run gone, the card still shows the last
+    /// test and the last success; with the tested run still there, its detail too.
+    #[test]
+    fn the_state_file_keeps_the_summary_when_the_tested_run_is_pruned() {
+        let at = |d| Utc.with_ymd_and_hms(2026, 11, d, 3, 0, 0).unwrap();
+        let mut tested = row(1, Some(ViewStatus::Failed));
+        let state = RestoreTestState {
+            last_run_id: tested.run.run_id.clone(),
+            last_tested_at: at(9),
+            last_ok: false,
+            last_success_run_id: Some(tested.run.run_id.clone()),
+            last_success_at: Some(at(8)),
+        };
+        let t = latest_restore_test(&[row(5, None)], Some(&state)).unwrap();
+        assert_eq!(t.status, ViewStatus::Failed);
+        assert_eq!(t.run_id, Some(state.last_run_id.clone()));
+        assert_eq!((t.tested_at, t.last_success), (Some(at(9)), Some(at(8))));
+        assert!(t.detail.contains("pruned"), "{}", t.detail);
+
+        tested.restore_test.as_mut().unwrap().detail = "2 tables, 5 rows".into();
+        let t = latest_restore_test(&[row(5, None), tested], Some(&state)).unwrap();
+        assert_eq!(t.detail, "2 tables, 5 rows");
+
+        // A state file older than the history's newest test (it was lost and began again): the
+        // history's newer test wins.
+        let newer = row(20, Some(ViewStatus::Ok));
+        let t = latest_restore_test(std::slice::from_ref(&newer), Some(&state)).unwrap();
+        assert_eq!(t.status, ViewStatus::Ok);
+        assert_eq!(t.run_id, Some(newer.run.run_id.clone()));
     }
 }

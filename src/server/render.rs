@@ -338,6 +338,7 @@ mod tests {
                 objects: Some(3),
             }],
             bytes: 1000 * i as u64,
+            restore_test: None,
         }
     }
 
@@ -384,6 +385,7 @@ mod tests {
                 stale: false,
                 max_age_seconds: 0,
                 remote: None,
+                restore_test: None,
             },
             history,
             totals: Totals::default(),

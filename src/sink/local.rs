@@ -77,7 +77,13 @@ impl BackupDir {
 
     /// Takes the directory's lock, or fails at once with [`Error::Locked`].
     pub fn lock(&self) -> Result<DirLock> {
-        let path = self.path.join(LOCK_NAME);
+        self.lock_named(LOCK_NAME)
+    }
+
+    /// Like [`BackupDir::lock`], on another lock file of the directory: for work that must not
+    /// run twice at once but need not keep backups from running (a restore test).
+    pub fn lock_named(&self, name: &str) -> Result<DirLock> {
+        let path = self.path.join(name);
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -336,6 +336,11 @@ pub fn sql_detail(e: &tokio_postgres::Error) -> String {
     s
 }
 
+/// An SQL identifier, quoted: names from a catalog or a run record never reach SQL unquoted.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
 /// Maps a failed query to [`Error::Postgres`].
 pub fn sql_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     move |e| Error::Postgres {
@@ -420,20 +425,22 @@ pub fn dump_command(tool: &Path, cfg: &PostgresConfig, db: &str, args: &[&str]) 
     cmd
 }
 
-/// `pg_dump --format=plain` of the configured database.
 /// `pg_dump --format=plain` of the configured database. A table lock that another session holds
 /// stops it after `lock_wait_timeout` instead of hanging it. With `dump_clean`, every object is
 /// dropped (if it exists) before it is created, so the seed's `gunzip -c | psql` into the live
-/// database restores the backed-up state.
-pub fn database_command(tool: &PgTool, cfg: &PostgresConfig) -> Command {
+/// database restores the backed-up state. With `snapshot` (an id from
+/// [`super::snapshot::Snapshot`]), pg_dump sees exactly what that exported snapshot sees.
+pub fn database_command(tool: &PgTool, cfg: &PostgresConfig, snapshot: Option<&str>) -> Command {
     let lock_wait = format!(
         "--lock-wait-timeout={}",
         cfg.lock_wait_timeout.as_millis().max(1)
     );
+    let snapshot = snapshot.map(|s| format!("--snapshot={s}"));
     let mut args = vec!["--format=plain", lock_wait.as_str()];
     if cfg.dump_clean {
         args.extend(["--clean", "--if-exists"]);
     }
+    args.extend(snapshot.as_deref());
     dump_command(&tool.path, cfg, &cfg.db, &args)
 }
 
@@ -565,6 +572,7 @@ mod tests {
             pg_dump: None,
             globals: false,
             dump_clean: true,
+            row_count_exact_limit: 0,
         };
         let cmd = dump_command(Path::new("/bin/pg_dump"), &cfg, "d", &["--format=plain"]);
         let args: Vec<_> = cmd

@@ -67,7 +67,12 @@ fn the_seeds_backup_failed_rule_ships_verbatim() {
     let want = yaml_block(&seed, "- alert: BackupFailed");
     assert_eq!(want.len(), 7, "the seed's rule: {want:#?}");
     assert_eq!(yaml_block(&rules, "- alert: BackupFailed"), want);
-    for name in ["BackupRunFailed", "BackupMetricsMissing"] {
+    for name in [
+        "BackupRunFailed",
+        "BackupMetricsMissing",
+        "BackupRestoreTestFailed",
+        "BackupRestoreTestStale",
+    ] {
         assert!(
             rules.contains(&format!("- alert: {name}\n")),
             "{name} missing"
@@ -80,7 +85,7 @@ fn the_seeds_backup_failed_rule_ships_verbatim() {
         &["check", "rules", "stackback-rules.yml"],
     );
     assert!(ok, "promtool check rules: {out}");
-    assert!(out.contains("SUCCESS: 3 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
 }
 
 /// `promtool test rules` runs stackback-rules.test.yml: series shaped as stackback pushes them
@@ -123,6 +128,22 @@ fn promtool_unit_tests_of_the_alert_rules_pass() {
     assert!(
         !ok && out.contains("alertname: BackupFailed"),
         "a shortened `for` must fail the tests: {out}"
+    );
+
+    // Nor are the restore-test cases: a 7-day staleness limit fires between weekly tests.
+    std::fs::write(
+        tmp.path().join("stackback-rules.yml"),
+        rules.replacen("> 8 * 86400", "> 7 * 86400", 1),
+    )
+    .unwrap();
+    let (ok, out) = run_in(
+        tmp.path(),
+        "promtool",
+        &["test", "rules", "stackback-rules.test.yml"],
+    );
+    assert!(
+        !ok && out.contains("alertname: BackupRestoreTestStale"),
+        "a 7-day limit must fail the restore-test cases: {out}"
     );
 }
 

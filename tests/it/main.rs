@@ -27,6 +27,7 @@ mod regress_files;
 mod regress_restore;
 mod regress_run;
 mod restore;
+mod restore_test;
 mod security;
 mod smtp;
 mod snapshots;

@@ -30,6 +30,9 @@ pub fn run(cfg: &Config, json: bool) -> Result<i32, Error> {
                 .map(|e| e.chars().take(100).collect::<String>())
                 .unwrap_or_default()
         );
+        if let Some(t) = &r.restore_test {
+            let _ = writeln!(out, "    restore test {}", restore_test_line(t));
+        }
         for a in &r.artifacts {
             let state = match (a.present, a.verified) {
                 (false, _) => "MISSING",
@@ -144,4 +147,24 @@ pub async fn remote(cfg: &Config, json: bool) -> Result<i32, Error> {
         }
     );
     Ok(exit::OK)
+}
+
+/// `ok 3d ago: 2 tables, 122000 rows, 5 objects read back (3.1 s)`, or why it failed.
+pub(crate) fn restore_test_line(t: &stackback::ops::list::RestoreTestSummary) -> String {
+    let mut s = format!(
+        "{} {}",
+        if t.ok { "ok" } else { "FAILED" },
+        age(t.tested_at)
+    );
+    if let (Some(tables), Some(rows)) = (t.tables, t.rows) {
+        s.push_str(&format!(": {tables} tables, {rows} rows"));
+    }
+    if t.objects_sampled > 0 {
+        s.push_str(&format!(", {} objects read back", t.objects_sampled));
+    }
+    s.push_str(&format!(" ({:.1} s)", t.duration_seconds));
+    if let Some(e) = t.error.as_deref().filter(|_| !t.ok) {
+        s.push_str(&format!(": {}", e.chars().take(160).collect::<String>()));
+    }
+    s
 }

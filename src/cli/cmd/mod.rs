@@ -8,6 +8,7 @@ pub mod install;
 pub mod list;
 pub mod prune;
 pub mod restore;
+pub mod restore_test;
 pub mod run;
 pub mod status;
 pub mod verify;

@@ -45,6 +45,16 @@ pub fn run(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
                 .map(|r| format!("{} ({})", r.run_id, age(r.started_at)))
                 .unwrap_or_else(|| "none".into())
         );
+        if let Some(t) = &s.restore_test {
+            let _ = writeln!(
+                out,
+                "restore test: {} (run {}, {}), last passed: {}",
+                if t.last_ok { "ok" } else { "FAILED" },
+                t.last_run_id,
+                age(t.last_tested_at),
+                t.last_success_at.map(age).unwrap_or_else(|| "never".into())
+            );
+        }
         if let Some(n) = s.next_run {
             let tz = cfg.schedule().map_or(chrono_tz::UTC, |s| s.schedule.tz());
             let _ = writeln!(out, "next run:     {}", when(n, tz));

@@ -14,7 +14,7 @@ use crate::error::{Error, Problem, Result};
 use crate::ops::Selector;
 use crate::redact::Redactor;
 use crate::sink::local::BackupDir;
-use crate::source::postgres::{self, connect, sql_err, ToolSearch};
+use crate::source::postgres::{self, connect, quote_ident, sql_err, ToolSearch};
 
 #[derive(Debug, Clone, Default)]
 pub struct DbRestoreOptions {
@@ -60,10 +60,6 @@ fn aside_names(db: &str) -> (String, String) {
     }
     let stem = &db[..keep.min(db.len())];
     (format!("{stem}{suffix}_new"), format!("{stem}{suffix}_old"))
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Restores a database backup: into a database (through psql, one transaction, ON_ERROR_STOP),
@@ -279,7 +275,7 @@ async fn drop_database(pg: &PostgresConfig, name: &str, server_num: i32) {
 }
 
 /// Streams the dump into psql; psql's exit status decides. Returns the plain bytes fed.
-async fn load(
+pub(crate) async fn load(
     cfg: &Config,
     pg: &PostgresConfig,
     (a, stored): (&ArtifactRecord, &super::Stored),

@@ -84,7 +84,7 @@ fn open_error(path: &Path, e: OpenError) -> Error {
 /// The verified artifacts of `kind` that `sel` names, each proven against its checksum, and for
 /// a sealed one, opened once with the identity: a missing or wrong key is refused before
 /// anything is written.
-async fn proven(
+pub(crate) async fn proven(
     cfg: &Config,
     dir: &BackupDir,
     kind: ArtifactKind,

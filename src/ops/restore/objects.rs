@@ -89,18 +89,54 @@ pub async fn restore_objects(
     }
     let client = crate::s3::client(objects, opts.endpoint.as_deref())?;
     let mut reports = Vec::new();
+    let filter = match &opts.prefix {
+        Some(p) => KeyFilter::Prefix(p.clone()),
+        None => KeyFilter::All,
+    };
     for (a, stored) in arts {
-        reports.push(restore_one(objects.concurrency, &dir, &client, (&a, &stored), opts).await?);
+        reports.push(
+            restore_one(
+                objects.concurrency,
+                &dir,
+                &client,
+                (&a, &stored),
+                opts,
+                &filter,
+            )
+            .await?,
+        );
     }
     Ok(reports)
 }
 
-async fn restore_one(
+/// Which objects of an archive a restore uploads.
+#[derive(Debug, Clone)]
+pub(crate) enum KeyFilter {
+    All,
+    Prefix(String),
+    /// Exactly these keys (a restore test's sample).
+    Keys(std::sync::Arc<std::collections::HashSet<String>>),
+}
+
+impl KeyFilter {
+    fn keeps(&self, key: &str) -> bool {
+        match self {
+            KeyFilter::All => true,
+            KeyFilter::Prefix(p) => key.starts_with(p.as_str()),
+            KeyFilter::Keys(k) => k.contains(key),
+        }
+    }
+}
+
+/// Restores one proven archive `a` into `opts.bucket` (else its own bucket): the objects
+/// `filter` keeps.
+pub(crate) async fn restore_one(
     concurrency: usize,
     dir: &BackupDir,
     client: &Client,
     (a, stored): (&ArtifactRecord, &super::Stored),
     opts: &ObjectRestoreOptions,
+    filter: &KeyFilter,
 ) -> Result<ObjectRestoreReport> {
     let t0 = Instant::now();
     let bucket = opts.bucket.clone().unwrap_or_else(|| a.source.clone());
@@ -118,11 +154,10 @@ async fn restore_one(
     let (tx, rx) = mpsc::channel::<Item>(concurrency.max(2));
     let archive = dir.join(&a.file);
     let st = stored.clone();
-    let prefix = opts.prefix.clone();
+    let filter = filter.clone();
     let idx = index_file.clone();
-    let reader = tokio::task::spawn_blocking(move || {
-        read_archive(&archive, &st, &idx, prefix.as_deref(), tx)
-    });
+    let reader =
+        tokio::task::spawn_blocking(move || read_archive(&archive, &st, &idx, &filter, tx));
 
     let mut report = ObjectRestoreReport {
         artifact: a.file.clone(),
@@ -165,13 +200,13 @@ async fn restore_one(
 /// An object index that matches the run record: the sidecar, or else the copy inside the archive
 /// (written to a private temp file), so a damaged sidecar never stops a restore. A sealed sidecar
 /// is decrypted into such a temp file too (mode 0600, removed when the restore ends).
-enum Index {
+pub(crate) enum Index {
     Sidecar(std::path::PathBuf),
     Extracted(tempfile::NamedTempFile),
 }
 
 impl Index {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             Index::Sidecar(p) => p,
             Index::Extracted(t) => t.path(),
@@ -179,7 +214,11 @@ impl Index {
     }
 }
 
-fn usable_index(dir: &Path, a: &ArtifactRecord, stored: &super::Stored) -> Result<Index> {
+pub(crate) fn usable_index(
+    dir: &Path,
+    a: &ArtifactRecord,
+    stored: &super::Stored,
+) -> Result<Index> {
     let (Some(file), Some(sha)) = (&a.index_file, &a.index_sha256) else {
         return Err(Error::NotFound(format!(
             "{} has no object index recorded: cannot restore it object by object",
@@ -384,7 +423,7 @@ fn read_archive(
     archive: &Path,
     stored: &super::Stored,
     index: &Path,
-    prefix: Option<&str>,
+    filter: &KeyFilter,
     tx: mpsc::Sender<Item>,
 ) -> Result<()> {
     let plain = stored.open(archive)?;
@@ -418,7 +457,7 @@ fn read_archive(
                 meta.path
             )));
         }
-        if prefix.is_some_and(|p| !meta.key.starts_with(p)) {
+        if !filter.keeps(&meta.key) {
             continue;
         }
         if !send_entry(&mut entry, meta, &tx, &bad)? {

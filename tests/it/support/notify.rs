@@ -167,6 +167,10 @@ impl Pushgateway {
         let port = start_on_free_port("pushgateway", |port| {
             let mut cmd = Command::new(bin);
             cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+            // In memory only: Debian's default persistence file is one for every instance, so
+            // each gateway would start with what earlier ones held (another test's typed
+            // `backup_success` makes a later untyped push of the same name fail with 400).
+            cmd.arg("--persistence.file=");
             let server = spawn_tied(cmd, &root.join("pushgateway.log"), libc::SIGKILL);
             wait_port(port, &server, "pushgateway")?;
             Ok(port)

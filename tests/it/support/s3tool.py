@@ -7,6 +7,7 @@ Environment: S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_
   put BUCKET KEY TEXT                        put one small object
   delete BUCKET KEY                          delete one object
   mkbucket BUCKET                            create an empty bucket
+  buckets PREFIX                             names of the buckets starting with PREFIX, one a line
   presign BUCKET KEY                         a GET URL signed for S3_ENDPOINT, valid 10 minutes
 """
 import concurrent.futures
@@ -130,6 +131,10 @@ def main():
         print(client().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": sys.argv[3]}, ExpiresIn=600))
     elif cmd == "mkbucket":
         client().create_bucket(Bucket=bucket)
+    elif cmd == "buckets":
+        for b in client().list_buckets().get("Buckets", []):
+            if b["Name"].startswith(bucket):
+                print(b["Name"])
     else:
         sys.exit(f"unknown command {cmd}")
 
