@@ -9,6 +9,7 @@
 //! Loading is pure apart from reading the TOML file and secret files: the environment comes in as a
 //! map, so tests and the daemon can load a configuration without touching the process environment.
 
+mod anomaly;
 mod dburl;
 mod layers;
 mod restore_test;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub use anomaly::AnomalyConfig;
 pub use dburl::SslMode;
 pub use layers::{LoadInput, Resolved, Source};
 pub use restore_test::{RestoreTestConfig, RestoreTestMode};
@@ -96,6 +98,7 @@ pub struct Config {
     notify: OnceLock<NotifyConfig>,
     schedule: OnceLock<ScheduleConfig>,
     restore_test: OnceLock<RestoreTestConfig>,
+    anomaly: OnceLock<AnomalyConfig>,
 }
 
 /// A section, for commands that name what they use up front.
@@ -111,10 +114,11 @@ pub enum Section {
     Schedule,
     Http,
     RestoreTest,
+    Anomaly,
 }
 
 impl Section {
-    pub const ALL: [Section; 10] = [
+    pub const ALL: [Section; 11] = [
         Section::Postgres,
         Section::Store,
         Section::Thresholds,
@@ -125,6 +129,7 @@ impl Section {
         Section::Schedule,
         Section::Http,
         Section::RestoreTest,
+        Section::Anomaly,
     ];
 }
 
@@ -148,6 +153,7 @@ impl Config {
             notify: OnceLock::new(),
             schedule: OnceLock::new(),
             restore_test: OnceLock::new(),
+            anomaly: OnceLock::new(),
         }
     }
 
@@ -165,6 +171,7 @@ impl Config {
                 Section::Schedule => self.schedule().map(drop)?,
                 Section::Http => self.http_addr().map(drop)?,
                 Section::RestoreTest => self.restore_test().map(drop)?,
+                Section::Anomaly => self.anomaly().map(drop)?,
             }
         }
         Ok(())
@@ -236,6 +243,10 @@ impl Config {
         cached(&self.restore_test, || {
             RestoreTestConfig::build(&self.settings)
         })
+    }
+
+    pub fn anomaly(&self) -> Result<&AnomalyConfig> {
+        cached(&self.anomaly, || AnomalyConfig::build(&self.settings))
     }
 }
 
