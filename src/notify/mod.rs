@@ -309,7 +309,8 @@ pub async fn after_run(
     let previous = crate::sink::local::BackupDir::open(&cfg.backup_dir())
         .ok()
         .and_then(|d| crate::catalog::Catalog::new(d).records().ok())
-        .and_then(|rs| rs.into_iter().rfind(|r| r.run_id < rec.run_id));
+        // The run before this one in the sequence: a clock that jumped must not pick another.
+        .and_then(|rs| rs.into_iter().rfind(|r| r.order() < rec.order()));
     for ev in events_for(notify, rec, previous.as_ref()) {
         report.events.push(ev.event);
         report.channels.extend(send(notify, &redactor, &ev).await);
