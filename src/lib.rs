@@ -18,9 +18,10 @@
 //! ```
 //!
 //! Layers, lowest first (a module imports only from layers below it): `units`, `redact`, `error`,
-//! `pipeline`, `catalog`, `sink`, `archive`, `retention`, `schedule`, `config`, `s3`, `source`,
+//! `pipeline`, `catalog`, `sink`, `archive`, `retention`, `anomaly`, `schedule`, `config`, `s3`, `source`,
 //! `progress`; then `notify`, `install`, `ops`, `server`. docs/ARCHITECTURE.md draws them.
 
+pub mod anomaly;
 pub mod archive;
 pub mod catalog;
 pub mod config;

@@ -16,7 +16,9 @@
 //! - `partial` runs are kept inside the window, and also when newer than every good run (their
 //!   database backup is then the freshest there is); they never count for the KEEP rules;
 //! - `failed` runs (a record, no artifacts) are kept inside the window;
-//! - `incomplete` runs (killed mid-run) are removed once older than `grace`.
+//! - `incomplete` runs (killed mid-run) are removed once older than `grace`;
+//! - a run the caller pins (a [`Pin`]: the last good run before an open size anomaly, see
+//!   `crate::anomaly`) is kept whatever the rules above say, with the pin's reason.
 
 use std::collections::{HashMap, HashSet};
 
@@ -74,6 +76,14 @@ impl Policy {
     }
 }
 
+/// A run kept whatever the policy says, and why: a fact from outside the policy (an open size
+/// anomaly whose evidence this run is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    pub id: RunId,
+    pub reason: String,
+}
+
 /// The verdict on one run, with every reason that applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
@@ -96,6 +106,7 @@ pub fn plan(
     policy: &Policy,
     now: DateTime<Utc>,
     tz: Tz,
+    pins: &[Pin],
 ) -> Result<Vec<Decision>, String> {
     policy.validate()?;
     let mut sorted: Vec<&RunInfo> = runs.iter().collect();
@@ -116,6 +127,11 @@ pub fn plan(
                 why.push(clock);
             }
             why.extend(state_reason(r, policy, &window, now));
+            why.extend(
+                pins.iter()
+                    .filter(|p| p.id == r.id)
+                    .map(|p| p.reason.clone()),
+            );
             let keep = !why.is_empty();
             if !keep {
                 why.push(delete_reason(r.state, policy));
@@ -303,7 +319,7 @@ mod tests {
     }
 
     fn kept(runs: &[RunInfo], p: &Policy, now: &str, tz: Tz) -> Vec<String> {
-        let mut k: Vec<String> = plan(runs, p, at(now), tz)
+        let mut k: Vec<String> = plan(runs, p, at(now), tz, &[])
             .unwrap()
             .into_iter()
             .filter(|d| d.keep)
@@ -636,7 +652,7 @@ mod tests {
         .collect();
         // Pruned at the true time, and by a host whose clock is still five years ahead.
         for now in ["2026-01-05 03:00", "2031-01-02 00:00"] {
-            let d = plan(&runs, &policy(7), at(now), chrono_tz::UTC).unwrap();
+            let d = plan(&runs, &policy(7), at(now), chrono_tz::UTC, &[]).unwrap();
             assert!(d.iter().all(|d| d.keep), "{now}: {d:?}");
             let future = d
                 .iter()
@@ -653,7 +669,14 @@ mod tests {
             sequence: 7,
             ..run("2026-01-20 02:00", RunState::Ok)
         });
-        let d = plan(&later, &policy(7), at("2026-01-20 03:00"), chrono_tz::UTC).unwrap();
+        let d = plan(
+            &later,
+            &policy(7),
+            at("2026-01-20 03:00"),
+            chrono_tz::UTC,
+            &[],
+        )
+        .unwrap();
         let kept: Vec<String> = d
             .iter()
             .filter(|d| d.keep)
@@ -668,24 +691,32 @@ mod tests {
             days: 0,
             ..policy(0)
         };
-        assert!(plan(&[], &p, at("2026-01-01 00:00"), chrono_tz::UTC).is_err());
+        assert!(plan(&[], &p, at("2026-01-01 00:00"), chrono_tz::UTC, &[]).is_err());
         let p = Policy {
             keep_min: 0,
             ..policy(7)
         };
-        assert!(plan(&[], &p, at("2026-01-01 00:00"), chrono_tz::UTC).is_err());
+        assert!(plan(&[], &p, at("2026-01-01 00:00"), chrono_tz::UTC, &[]).is_err());
         let p = Policy {
             days: 0,
             keep_last: 2,
             ..policy(0)
         };
-        assert!(plan(&[], &p, at("2026-01-01 00:00"), chrono_tz::UTC).is_ok());
+        assert!(plan(&[], &p, at("2026-01-01 00:00"), chrono_tz::UTC, &[]).is_ok());
     }
 
     #[test]
     fn every_decision_says_why() {
         let runs = daily("2026-01-01 02:00", 10);
-        for d in plan(&runs, &policy(3), at("2026-01-10 03:00"), chrono_tz::UTC).unwrap() {
+        for d in plan(
+            &runs,
+            &policy(3),
+            at("2026-01-10 03:00"),
+            chrono_tz::UTC,
+            &[],
+        )
+        .unwrap()
+        {
             assert!(!d.reasons.is_empty());
             if !d.keep {
                 assert!(
@@ -695,5 +726,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_pinned_run_is_kept_beyond_every_rule_with_its_reason() {
+        let runs = daily("2026-01-01 02:00", 10);
+        let pinned = RunId::from_time(at("2026-01-02 02:00"));
+        let pins = [Pin {
+            id: pinned.clone(),
+            reason: "the last good run before an open anomaly".into(),
+        }];
+        let d = plan(
+            &runs,
+            &policy(3),
+            at("2026-01-10 03:00"),
+            chrono_tz::UTC,
+            &pins,
+        )
+        .unwrap();
+        let kept: Vec<&Decision> = d.iter().filter(|d| d.keep).collect();
+        assert_eq!(kept.len(), 4, "{d:?}");
+        let p = d.iter().find(|d| d.run_id == pinned).unwrap();
+        assert!(p.keep);
+        assert_eq!(p.reasons, ["the last good run before an open anomaly"]);
     }
 }

@@ -4,6 +4,7 @@
 //! `ok` or `partial` record lists with a passed verification is a backup. Files that look like
 //! artifacts but that no record names (an old shell script's backups) are "unmanaged".
 
+mod anomalies;
 mod counts;
 mod naming;
 mod record;
@@ -14,6 +15,7 @@ pub mod state;
 use std::collections::HashSet;
 use std::path::Path;
 
+pub use anomalies::{Anomaly, AnomalyMetric, AnomalyRule};
 pub use counts::{record_tables, recorded_tables, RowCounts, TableCount};
 pub use naming::{index_file_name, is_artifact_of, is_sealed_name, ArtifactKind, RunId};
 pub use record::{

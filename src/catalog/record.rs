@@ -261,6 +261,11 @@ pub struct RunRecord {
     /// The last restore test of this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_test: Option<super::RestoreTestRecord>,
+    /// Values beyond bounds against the recent good runs (`crate::anomaly`): absent when the run
+    /// was not compared (not ok, too few earlier good runs, checks off), empty when every value
+    /// was within bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomalies: Option<Vec<super::Anomaly>>,
     /// Fields this build does not know (reserved sections of schema 2 filled by a later build):
     /// kept as they are when the record is rewritten.
     #[serde(flatten)]
@@ -298,6 +303,7 @@ impl RunRecord {
             low_space: None,
             row_counts: None,
             restore_test: None,
+            anomalies: None,
             extra: serde_json::Map::new(),
             record_sha256: String::new(),
             checksum_matched: true,
@@ -469,7 +475,7 @@ mod tests {
             "encryption".into(),
             serde_json::json!({"recipients": ["age1x"], "rows": 12}),
         );
-        o.insert("anomalies".into(), serde_json::json!([{"table": "orders"}]));
+        o.insert("replicas".into(), serde_json::json!([{"target": "orders"}]));
         let sum = canonical_sha256(&v);
         v["record_sha256"] = serde_json::Value::String(sum);
         // Key order in the file does not matter either.
@@ -480,7 +486,32 @@ mod tests {
         // Rewritten by this build, the unknown sections survive and the sum still holds.
         let again = RunRecord::from_json(&read.to_json()).unwrap();
         assert!(again.checksum_ok());
-        assert_eq!(again.extra["anomalies"][0]["table"], "orders");
+        assert_eq!(again.extra["replicas"][0]["target"], "orders");
+    }
+
+    #[test]
+    fn anomalies_round_trip_under_the_checksum() {
+        use crate::catalog::{Anomaly, AnomalyMetric, AnomalyRule};
+        let mut r = record();
+        r.anomalies = Some(vec![Anomaly {
+            metric: AnomalyMetric::TableRows,
+            subject: "public.orders".into(),
+            before: 120_000,
+            now: 48_000,
+            change_percent: -60.0,
+            rule: AnomalyRule::Drop,
+            runs: 3,
+        }]);
+        let json = r.to_json();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains(r#""metric": "table_rows""#), "{text}");
+        let back = RunRecord::from_json(&json).unwrap();
+        assert!(back.checksum_ok());
+        assert_eq!(back.anomalies, r.anomalies);
+        // Checked and within bounds is an empty list, not an absent one.
+        r.anomalies = Some(Vec::new());
+        let text = String::from_utf8(r.to_json()).unwrap();
+        assert!(text.contains(r#""anomalies": []"#), "{text}");
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Size anomalies: acknowledge an expected change so it stops being reported.
+    #[command(subcommand, display_order = 7)]
+    Anomaly(AnomalyCommand),
     /// Run backups on BACKUP_SCHEDULE, serve /metrics and /healthz, alert on failures.
     #[command(display_order = 11)]
     Daemon {
@@ -211,6 +214,22 @@ pub(crate) enum InstallCommand {
         /// Replace an existing docker-compose.backup.yml.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum AnomalyCommand {
+    /// Record that a run's anomalies are an expected change (a cleanup, a migration): they and
+    /// those of earlier runs stop being open, and later runs are compared from this run on.
+    Ack {
+        /// A run id (YYYYMMDD_HHMMSS), or `latest` (the newest good run).
+        run: String,
+        /// Why, kept with the acknowledgement in the backup directory's state file.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        /// The report as JSON (docs/list-json.md).
+        #[arg(long)]
+        json: bool,
     },
 }
 

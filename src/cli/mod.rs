@@ -117,6 +117,9 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Config => cmd::config::run(&cfg),
         Command::Daemon { run_now } => cmd::daemon::run(cfg.clone(), *run_now).await,
         Command::Alert(AlertCommand::Test) => cmd::alert::test(&cfg).await,
+        Command::Anomaly(AnomalyCommand::Ack { run, note, json }) => {
+            cmd::anomaly::ack(&cfg, run, note.clone(), *json).await
+        }
         Command::Install(i) => cmd::install::run(&cfg, i),
         Command::Completions { .. } | Command::Man => unreachable!("handled before configuration"),
         Command::Restore(r) => cmd::restore::run(&cfg, r).await,

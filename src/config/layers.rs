@@ -192,7 +192,7 @@ fn read_toml(path: &Path) -> Result<Vec<(Key, String)>> {
             return Err(Error::config(
                 section.as_str(),
                 format!(
-                    "expected a [{section}] table in {}; known sections: postgres, backup, minio, schedule, alert, smtp, metrics, verify",
+                    "expected a [{section}] table in {}; known sections: postgres, backup, minio, schedule, restore_test, anomaly, alert, smtp, metrics, verify",
                     path.display()
                 ),
             ));

@@ -9,6 +9,7 @@
 //! Loading is pure apart from reading the TOML file and secret files: the environment comes in as a
 //! map, so tests and the daemon can load a configuration without touching the process environment.
 
+mod anomaly;
 mod crypt;
 mod dburl;
 mod layers;
@@ -21,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub use anomaly::AnomalyConfig;
 pub use crypt::EncryptionConfig;
 pub use dburl::SslMode;
 pub use layers::{LoadInput, Resolved, Source};
@@ -103,6 +105,7 @@ pub struct Config {
     remote: OnceLock<Option<RemoteConfig>>,
     identities: OnceLock<Option<std::sync::Arc<crate::crypt::Identities>>>,
     restore_test: OnceLock<RestoreTestConfig>,
+    anomaly: OnceLock<AnomalyConfig>,
 }
 
 /// A section, for commands that name what they use up front.
@@ -120,10 +123,11 @@ pub enum Section {
     Encryption,
     Remote,
     RestoreTest,
+    Anomaly,
 }
 
 impl Section {
-    pub const ALL: [Section; 12] = [
+    pub const ALL: [Section; 13] = [
         Section::Postgres,
         Section::Store,
         Section::Thresholds,
@@ -136,6 +140,7 @@ impl Section {
         Section::Encryption,
         Section::Remote,
         Section::RestoreTest,
+        Section::Anomaly,
     ];
 }
 
@@ -162,6 +167,7 @@ impl Config {
             remote: OnceLock::new(),
             identities: OnceLock::new(),
             restore_test: OnceLock::new(),
+            anomaly: OnceLock::new(),
         }
     }
 
@@ -181,6 +187,7 @@ impl Config {
                 Section::Encryption => self.encryption().map(drop)?,
                 Section::Remote => self.remote().map(drop)?,
                 Section::RestoreTest => self.restore_test().map(drop)?,
+                Section::Anomaly => self.anomaly().map(drop)?,
             }
         }
         Ok(())
@@ -278,6 +285,10 @@ impl Config {
         cached(&self.restore_test, || {
             RestoreTestConfig::build(&self.settings)
         })
+    }
+
+    pub fn anomaly(&self) -> Result<&AnomalyConfig> {
+        cached(&self.anomaly, || AnomalyConfig::build(&self.settings))
     }
 }
 

@@ -121,6 +121,9 @@ settings! {
     RestoreTestUrl => "restore_test.url", ["BACKUP_RESTORE_TEST_URL"], true, None, "scratch PostgreSQL server for restore tests, postgres://user:password@host:port/db (default: the source server; the user needs CREATEDB)";
     RestoreTestTimeout => "restore_test.timeout", ["BACKUP_RESTORE_TEST_TIMEOUT"], false, Some("1h"), "a restore test taking longer is stopped, its scratch database and bucket dropped, and it fails";
     RestoreTestSample => "restore_test.sample", ["BACKUP_RESTORE_TEST_SAMPLE"], false, Some("20"), "objects per bucket archive a restore test uploads and reads back (--full: all of them)";
+    AnomalyWindow => "anomaly.window", ["BACKUP_ANOMALY_WINDOW"], false, Some("7"), "each good run is compared with the median of this many good runs before it (none until 3 came before, or this many if fewer)";
+    AnomalyDrop => "anomaly.drop", ["BACKUP_ANOMALY_DROP"], false, Some("30%"), "a dump size, table row count or bucket's objects or bytes more than this below the median is an anomaly (alerted, the run stays ok); off: no anomaly checks";
+    AnomalyGrowth => "anomaly.growth", ["BACKUP_ANOMALY_GROWTH"], false, Some("300%"), "growth of more than this above the median is an anomaly too; off: growth never is";
     WebhookUrl => "alert.webhook_url", ["BACKUP_ALERT_WEBHOOK_URL"], true, None, "POST failure alerts here (Slack, Discord or any JSON receiver)";
     WebhookFormat => "alert.webhook_format", ["BACKUP_ALERT_WEBHOOK_FORMAT"], false, Some("auto"), "auto (Discord URLs get discord, others slack) | slack | discord | generic";
     AlertEmail => "alert.email", ["BACKUP_ALERT_EMAIL"], false, None, "send failure alerts to these addresses (comma list) through SMTP_*";

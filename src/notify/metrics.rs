@@ -256,6 +256,7 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
         .filter(|r| r.status == RunState::Ok)
         .count();
     restore_test(&mut e, &state);
+    anomaly(&mut e, cfg, &records, &state);
     e.metric(
         "backup_good_runs",
         "gauge",
@@ -323,6 +324,23 @@ fn restore_test(e: &mut Exposition, state: &State) {
             one(ts(at)),
         );
     }
+}
+
+/// `backup_anomaly`: 1 while a size anomaly is open (the newest judged good run has anomalies
+/// nobody acknowledged), else 0. Left out when checks are off, or their settings are broken (the
+/// run itself refuses those).
+fn anomaly(e: &mut Exposition, cfg: &Config, records: &[RunRecord], state: &State) {
+    let Ok(a) = cfg.anomaly() else { return };
+    if a.rules.is_none() {
+        return;
+    }
+    let open = crate::anomaly::open(records, state.anomaly_mark().as_ref());
+    e.metric(
+        "backup_anomaly",
+        "gauge",
+        "1 while the newest good run's size anomaly (a dump, table, or bucket far from the median of the recent good runs) is open: no later run back within bounds, not acknowledged.",
+        vec![(String::new(), f64::from(open.is_some()))],
+    );
 }
 
 /// How a push treats the group already on the Pushgateway.

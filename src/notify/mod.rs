@@ -1,7 +1,7 @@
 //! Telling humans and monitoring: alerts (webhook, email), the dead-man's heartbeat, and metrics.
 //!
 //! After every run, daemon or manual, [`after_run`] derives the events the run deserves
-//! ([`events_for`], pure), sends each to every configured channel with timeouts and retries,
+//! ([`events_for`], pure: failures, warnings, size anomalies, successes), sends each to every configured channel with timeouts and retries,
 //! pings the heartbeat, and pushes metrics to the Pushgateway. A failing channel is logged and
 //! reported, never turned into a failure of the backup itself.
 
@@ -31,6 +31,9 @@ pub enum EventKind {
     /// A restore test of a backup failed: the backup may not come back.
     #[serde(rename = "restore_test_failure")]
     RestoreTestFailure,
+    /// A good run differs from the recent good runs beyond bounds (a table lost rows, a bucket
+    /// lost objects): the backup is valid, what it holds may not be.
+    Anomaly,
 }
 
 /// Something a human should hear about.
@@ -45,6 +48,9 @@ pub struct Event {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub backup_dir: String,
+    /// The figures of an anomaly event: which value, the median before, the value now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<crate::catalog::Anomaly>,
 }
 
 impl Event {
@@ -59,6 +65,7 @@ impl Event {
             started_at: None,
             finished_at: Some(Utc::now()),
             backup_dir: cfg.backup_dir.display().to_string(),
+            anomalies: Vec::new(),
         }
     }
 
@@ -103,12 +110,34 @@ impl Event {
                 "stackback: RESTORE TEST FAILED on {} (backup run {run}): the backup may not restore",
                 self.host
             ),
+            EventKind::Anomaly => {
+                // The biggest change names the alert; the text lists them all.
+                let biggest = self
+                    .anomalies
+                    .iter()
+                    .max_by(|a, b| a.change_percent.abs().total_cmp(&b.change_percent.abs()));
+                let first = biggest.map_or(String::new(), |a| {
+                    format!(": {} {} {:+.1} %", a.metric.subject_kind(), a.subject, a.change_percent)
+                });
+                format!(
+                    "stackback: backup size ANOMALY on {} (run {run}){first}",
+                    self.host
+                )
+            }
         }
     }
 
     /// The whole message: what failed, the error, and the first command to investigate.
     pub fn text(&self) -> String {
         let mut t = self.title();
+        if !self.anomalies.is_empty() {
+            t.push_str(
+                "\nThe backup is valid (verified, status ok), but it differs from the recent good runs:",
+            );
+            for a in &self.anomalies {
+                t.push_str(&format!("\n- {}", a.describe()));
+            }
+        }
         if let Some(e) = &self.error {
             t.push_str(&format!("\nError: {e}"));
         }
@@ -129,6 +158,10 @@ impl Event {
                     .unwrap_or_else(|| "journalctl -u stackback or docker logs".into())
             )),
             EventKind::Test => t.push_str("\nThis is a test message: the channel works."),
+            EventKind::Anomaly => t.push_str(&format!(
+                "\nThe last good run before it is kept, whatever the retention policy says, until a run is back within bounds.\nInvestigate: stackback list (each run's change); if the change is expected: stackback anomaly ack {}.",
+                self.run_id.as_deref().unwrap_or("RUN")
+            )),
             EventKind::RestoreTestFailure => t.push_str(&format!(
                 "\nInvestigate: stackback list; the restore_test section of run_{}.json in the backup directory; stackback verify --restore-test {0} to run it again.",
                 self.run_id.as_deref().unwrap_or("latest")
@@ -151,11 +184,19 @@ pub fn events_for(cfg: &NotifyConfig, rec: &RunRecord, previous: Option<&RunReco
         started_at: Some(rec.started_at),
         finished_at: rec.finished_at,
         backup_dir: cfg.backup_dir.display().to_string(),
+        anomalies: Vec::new(),
     };
     let mut out = Vec::new();
     if rec.status != RunState::Ok {
         out.push(base(EventKind::Failure, rec.error.clone()));
         return out;
+    }
+    // Whatever BACKUP_ALERT_ON says: a backup of a database that lost half its rows is news.
+    if let Some(found) = rec.anomalies.as_ref().filter(|a| !a.is_empty()) {
+        out.push(Event {
+            anomalies: found.clone(),
+            ..base(EventKind::Anomaly, None)
+        });
     }
     let mut warnings: Vec<String> = Vec::new();
     if let Some(low) = &rec.low_space {
@@ -274,7 +315,8 @@ pub async fn after_run(
     let previous = crate::sink::local::BackupDir::open(&cfg.backup_dir())
         .ok()
         .and_then(|d| crate::catalog::Catalog::new(d).records().ok())
-        .and_then(|rs| rs.into_iter().rfind(|r| r.run_id < rec.run_id));
+        // The run before this one in the sequence: a clock that jumped must not pick another.
+        .and_then(|rs| rs.into_iter().rfind(|r| r.order() < rec.order()));
     for ev in events_for(notify, rec, previous.as_ref()) {
         report.events.push(ev.event);
         report.channels.extend(send(notify, &redactor, &ev).await);
@@ -294,6 +336,7 @@ pub async fn offsite_failed(
 ) -> (EventKind, Vec<ChannelResult>) {
     let redactor = cfg.redactor();
     let ev = Event {
+        anomalies: Vec::new(),
         event: EventKind::Offsite,
         run_id: Some(rec.run_id.to_string()),
         host: rec.host.clone(),
@@ -329,6 +372,7 @@ pub async fn after_restore_test(
             started_at: Some(result.started_at),
             finished_at: Some(result.finished_at),
             backup_dir: notify.backup_dir.display().to_string(),
+            anomalies: Vec::new(),
         };
         report.events.push(ev.event);
         report.channels = send(notify, &redactor, &ev).await;
@@ -373,4 +417,59 @@ pub(crate) fn http() -> reqwest::Client {
         .user_agent(concat!("stackback/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("a client with a timeout always builds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Anomaly, AnomalyMetric, AnomalyRule, RunId};
+
+    #[test]
+    fn an_anomalous_good_run_alerts_with_its_figures_whatever_alert_on_says() {
+        let cfg = Config::load(&crate::config::LoadInput::default()).unwrap();
+        let notify = cfg.notify().unwrap();
+        assert_eq!(notify.on, AlertOn::Failure);
+        let mut rec = RunRecord::new(RunId::from_time(Utc::now()), Utc::now());
+        rec.status = RunState::Ok;
+        assert!(events_for(notify, &rec, None).is_empty());
+        rec.anomalies = Some(vec![
+            Anomaly {
+                metric: AnomalyMetric::DumpBytes,
+                subject: "app".into(),
+                before: 10_000_000,
+                now: 4_500_000,
+                change_percent: -55.0,
+                rule: AnomalyRule::Drop,
+                runs: 3,
+            },
+            Anomaly {
+                metric: AnomalyMetric::TableRows,
+                subject: "public.orders".into(),
+                before: 120_000,
+                now: 48_000,
+                change_percent: -60.0,
+                rule: AnomalyRule::Drop,
+                runs: 3,
+            },
+        ]);
+        let ev = events_for(notify, &rec, None);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].event, EventKind::Anomaly);
+        let title = ev[0].title();
+        assert!(
+            title.contains("ANOMALY") && title.contains("table public.orders -60.0 %"),
+            "{title}"
+        );
+        let text = ev[0].text();
+        for want in [
+            "table public.orders: 120000 rows → 48000 rows (-60.0 %",
+            "database dump app:",
+            &format!("stackback anomaly ack {}", rec.run_id),
+        ] {
+            assert!(text.contains(want), "{want}: {text}");
+        }
+        // Checked and within bounds: nothing to say.
+        rec.anomalies = Some(Vec::new());
+        assert!(events_for(notify, &rec, None).is_empty());
+    }
 }

@@ -103,6 +103,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             backup_dir: "/backups".into(),
+            anomalies: Vec::new(),
         }
     }
 

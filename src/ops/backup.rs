@@ -4,7 +4,8 @@
 //! every artifact was written and verified; a failed run removes the artifacts it wrote so nothing
 //! it leaves could pass for a backup, except a verified database artifact when only a later step
 //! failed (state `partial`). Steps report errors; this module decides what they mean for the run.
-//! Retention runs only after an `ok` run is recorded.
+//! An `ok` run is compared with the recent good runs (size anomalies, [`crate::anomaly`]) before
+//! it is recorded. Retention runs only after an `ok` run is recorded.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,6 +95,7 @@ pub async fn run_until(
     // Refused now, not after a backup: an empty policy is a configuration error.
     let retention = cfg.retention()?;
     let remote = cfg.remote()?;
+    let anomaly = *cfg.anomaly()?;
     let dir = BackupDir::create(&cfg.backup_dir())?;
     let _lock = dir.lock()?;
     let catalog = Catalog::new(dir.clone());
@@ -131,6 +133,9 @@ pub async fn run_until(
     let error = match result {
         Ok(()) => {
             rec.status = RunState::Ok;
+            if let Some(rules) = &anomaly.rules {
+                compare_with_recent_runs(&dir, &mut rec, rules);
+            }
             None
         }
         Err(e) => {
@@ -161,7 +166,7 @@ pub async fn run_until(
                     error: Some(why),
                 }
             }
-            None => prune_after(&dir, retention, &run_id, &redactor),
+            None => prune_after(&dir, retention, &anomaly, &run_id, &redactor),
         });
         catalog.write(&rec)?;
     }
@@ -219,9 +224,28 @@ fn record_failure(
     Ok(())
 }
 
+/// Records the run's anomalies against the good runs before it. A check that cannot read the
+/// records leaves the run unjudged with a warning: the backup itself is good.
+fn compare_with_recent_runs(dir: &BackupDir, rec: &mut RunRecord, rules: &crate::anomaly::Rules) {
+    match crate::ops::anomaly::check(dir, rec, rules) {
+        Ok(found) => {
+            if let Some(a) = found.as_ref().filter(|a| !a.is_empty()) {
+                warn!(run = %rec.run_id, anomalies = %crate::anomaly::summary(a), "size anomaly: the backup is valid, but differs from the recent good runs");
+            }
+            rec.anomalies = found;
+        }
+        Err(e) => {
+            let msg = format!("the anomaly check could not read the earlier runs: {e}");
+            warn!("{msg}");
+            rec.warnings.push(msg);
+        }
+    }
+}
+
 fn prune_after(
     dir: &BackupDir,
     retention: &crate::config::RetentionConfig,
+    anomaly: &crate::config::AnomalyConfig,
     run_id: &RunId,
     redactor: &Redactor,
 ) -> PruneSummary {
@@ -229,7 +253,7 @@ fn prune_after(
         current: Some(run_id.clone()),
         ..Default::default()
     };
-    match crate::ops::prune::prune_locked(dir, retention, Utc::now(), &opts) {
+    match crate::ops::prune::prune_locked(dir, retention, anomaly, Utc::now(), &opts) {
         Ok(p) => PruneSummary {
             deleted_runs: p.deleted_runs(),
             freed_bytes: p.freed_bytes,

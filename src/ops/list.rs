@@ -1,11 +1,15 @@
-//! What is in a backup directory: runs (from their records), unmanaged files, leftovers; and the
-//! operator's summary of it (`status`). Reads only.
+//! What is in a backup directory: runs (from their records, each with its change against the
+//! previous run and its size anomalies), unmanaged files, leftovers; and the operator's summary
+//! of it (`status`, with the open anomaly). Reads only.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::state::{RestoreTestState, State};
-use crate::catalog::{ArtifactKind, Catalog, Entry, RestoreTestRecord, RunId, RunRecord, RunState};
+use crate::catalog::{
+    Anomaly, ArtifactKind, Catalog, Entry, RestoreTestRecord, RunId, RunRecord, RunState,
+};
+use crate::config::AnomalyConfig;
 use crate::error::Result;
 use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
 use crate::units::human_bytes;
@@ -28,6 +32,40 @@ pub struct RunSummary {
     /// The run's last restore test, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_test: Option<RestoreTestSummary>,
+    /// Size and objects against the previous run with backups (ok or partial), by sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<RunChange>,
+    /// Values beyond bounds against the recent good runs, when the run found any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub anomalies: Vec<Anomaly>,
+    /// True when `stackback anomaly ack` covers these anomalies.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub anomalies_acknowledged: bool,
+}
+
+/// A run's size and objects against the previous run with backups, in signed percent.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunChange {
+    pub previous_run_id: RunId,
+    /// Stored bytes the records name (null when the previous run recorded none).
+    pub bytes_percent: Option<f64>,
+    /// Objects in bucket archives (null unless both runs backed buckets up).
+    pub objects_percent: Option<f64>,
+}
+
+/// What a run recorded: stored bytes, and objects when it backed buckets up.
+fn recorded_size(r: &RunRecord) -> (u64, Option<u64>) {
+    let bytes = r.artifacts.iter().map(|a| a.stored_bytes).sum();
+    let objects = r
+        .artifacts
+        .iter()
+        .filter_map(|a| a.objects)
+        .reduce(|a, b| a + b);
+    (bytes, objects)
+}
+
+fn percent(before: u64, now: u64) -> Option<f64> {
+    (before > 0).then(|| crate::anomaly::change_percent(before, now))
 }
 
 /// A run's last restore test, as `list` and `status` show it.
@@ -116,7 +154,12 @@ impl Listing {
     }
 }
 
-fn summarize(dir: &BackupDir, r: &RunRecord, locked: bool) -> RunSummary {
+fn summarize(
+    dir: &BackupDir,
+    r: &RunRecord,
+    locked: bool,
+    mark: Option<&(u64, RunId)>,
+) -> RunSummary {
     let status = if !r.checksum_ok() {
         RunState::Unreadable
     } else {
@@ -153,6 +196,10 @@ fn summarize(dir: &BackupDir, r: &RunRecord, locked: bool) -> RunSummary {
         bytes: artifacts.iter().map(|a| a.bytes).sum(),
         artifacts,
         restore_test: r.restore_test.as_ref().map(RestoreTestSummary::of),
+        change: None,
+        anomalies: r.anomalies.clone().unwrap_or_default(),
+        anomalies_acknowledged: r.anomalies.as_ref().is_some_and(|a| !a.is_empty())
+            && mark.is_some_and(|(s, id)| r.order() <= (*s, id)),
     }
 }
 
@@ -160,14 +207,29 @@ fn summarize(dir: &BackupDir, r: &RunRecord, locked: bool) -> RunSummary {
 pub fn list(dir: &BackupDir) -> Result<Listing> {
     let catalog = Catalog::new(dir.clone());
     let locked = dir.is_locked();
+    // Listing goes on without the state file: only "acknowledged" marks would be missing.
+    let mark = State::load(dir).ok().and_then(|s| s.anomaly_mark());
     let mut runs = Vec::new();
     let mut named = std::collections::HashSet::new();
+    let mut previous: Option<(RunId, u64, Option<u64>)> = None;
     for e in catalog.entries()? {
         match e {
             Entry::Record(r) => {
                 named.extend(r.files().map(String::from));
                 named.insert(r.file_name());
-                runs.push(summarize(dir, &r, locked));
+                let mut summary = summarize(dir, &r, locked, mark.as_ref());
+                if r.has_good_artifacts() && r.checksum_ok() {
+                    let (bytes, objects) = recorded_size(&r);
+                    if let Some((id, b, o)) = &previous {
+                        summary.change = Some(RunChange {
+                            previous_run_id: id.clone(),
+                            bytes_percent: percent(*b, bytes),
+                            objects_percent: o.zip(objects).and_then(|(o, n)| percent(o, n)),
+                        });
+                    }
+                    previous = Some((r.run_id.clone(), bytes, objects));
+                }
+                runs.push(summary);
             }
             Entry::Unreadable {
                 run_id,
@@ -186,6 +248,9 @@ pub fn list(dir: &BackupDir) -> Result<Listing> {
                     artifacts: Vec::new(),
                     bytes: 0,
                     restore_test: None,
+                    change: None,
+                    anomalies: Vec::new(),
+                    anomalies_acknowledged: false,
                 });
             }
         }
@@ -276,6 +341,10 @@ pub struct Status {
     /// tested run does not lose them); absent until a restore test ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_test: Option<RestoreTestState>,
+    /// The open size anomaly: the newest good run's anomalies, nobody acknowledged them, and no
+    /// run since is back within bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<crate::anomaly::Open>,
 }
 
 /// Summarises the backup directory for operators and health checks.
@@ -283,6 +352,7 @@ pub fn status(
     dir: &BackupDir,
     now: DateTime<Utc>,
     cfg: &crate::config::StatusConfig,
+    anomaly_cfg: &AnomalyConfig,
     next_run: Option<DateTime<Utc>>,
 ) -> Result<Status> {
     let (max_age, free_warn) = (cfg.max_age, cfg.free_warn_bytes);
@@ -315,12 +385,28 @@ pub fn status(
             warnings.push(format!("the last run ({}) is {}", r.run_id, r.status));
         }
     }
-    let restore_test = State::load(dir)
-        .unwrap_or_else(|e| {
-            warnings.push(format!("the state file is unreadable: {e}"));
-            State::default()
-        })
-        .restore_test;
+    let state = State::load(dir).unwrap_or_else(|e| {
+        warnings.push(format!("the state file is unreadable: {e}"));
+        State::default()
+    });
+    let anomaly = crate::ops::anomaly::open_in(
+        &Catalog::new(dir.clone()).records()?,
+        state.anomaly_mark().as_ref(),
+        anomaly_cfg,
+    );
+    if let Some(a) = &anomaly {
+        warnings.push(format!(
+            "size anomaly in run {}: {}. The backup is valid; {}if the change is expected: stackback anomaly ack {}",
+            a.run_id,
+            crate::anomaly::summary(&a.anomalies),
+            a.keep
+                .as_ref()
+                .map(|k| format!("run {k}, from before it, is kept until it is resolved; "))
+                .unwrap_or_default(),
+            a.run_id
+        ));
+    }
+    let restore_test = state.restore_test;
     if let Some(t) = restore_test.as_ref().filter(|t| !t.last_ok) {
         warnings.push(format!(
             "the last restore test (of run {}) failed: `stackback list` shows why",
@@ -359,5 +445,6 @@ pub fn status(
         stale,
         max_age_seconds: max_age.as_secs(),
         restore_test,
+        anomaly,
     })
 }

@@ -4,6 +4,7 @@
 //! This module also owns backup selection: `latest`, a run id, or an artifact file
 //! ([`Selector`]), resolved against the run records in one place for verify and restore.
 
+pub mod anomaly;
 pub mod backup;
 pub mod daemon;
 pub mod job;

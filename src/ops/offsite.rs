@@ -414,6 +414,8 @@ async fn remote_retention(
         &cfg.retention.policy,
         Utc::now(),
         cfg.retention.timezone,
+        // The pre-anomaly run is pinned locally; the remote keeps to its own policy.
+        &[],
     )
     .map_err(|e| Error::config("remote.retention_days (BACKUP_REMOTE_RETENTION_DAYS)", e))?;
     let mut deleted = Vec::new();

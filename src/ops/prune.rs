@@ -6,6 +6,8 @@
 //! next prune finishes; it never leaves a run that looks complete but is not. Files no record names
 //! (an old script's backups) are only deleted with `include_unmanaged`. Runs under the directory
 //! lock: by a backup run after it verified (it already holds the lock), or by `stackback prune`.
+//! The last good run before an open size anomaly is pinned: kept, with the reason, whatever the
+//! policy says.
 
 use std::collections::{HashMap, HashSet};
 
@@ -13,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{ArtifactKind, Catalog, Entry, RunId, RunRecord, RunState};
-use crate::config::RetentionConfig;
+use crate::config::{AnomalyConfig, RetentionConfig};
 use crate::error::{Error, Result};
 use crate::retention::{plan, Decision, RunInfo, CLOCK_TOLERANCE, MAX_SKEW};
 use crate::sink::local::{BackupDir, RETIRED_PREFIX, TEMP_PREFIX};
@@ -52,6 +54,7 @@ impl PruneReport {
 /// the server answers), since retention decides on dates.
 pub async fn run(cfg: &crate::config::Config, opts: &PruneOptions) -> Result<PruneReport> {
     let retention = cfg.retention()?.clone();
+    let anomaly = *cfg.anomaly()?;
     let dir = BackupDir::open(&cfg.backup_dir())?;
     if let Some(skew) = server_skew(cfg).await.filter(|s| s.abs() > MAX_SKEW) {
         if !opts.dry_run {
@@ -66,7 +69,7 @@ pub async fn run(cfg: &crate::config::Config, opts: &PruneOptions) -> Result<Pru
     }
     let opts = opts.clone();
     crate::ops::blocking("pruning", move || {
-        prune(&dir, &retention, Utc::now(), &opts)
+        prune(&dir, &retention, &anomaly, Utc::now(), &opts)
     })
     .await
 }
@@ -86,17 +89,20 @@ async fn server_skew(cfg: &crate::config::Config) -> Option<chrono::Duration> {
 pub fn prune(
     dir: &BackupDir,
     retention: &RetentionConfig,
+    anomaly: &AnomalyConfig,
     now: DateTime<Utc>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
     let _lock = dir.lock()?;
-    prune_locked(dir, retention, now, opts)
+    prune_locked(dir, retention, anomaly, now, opts)
 }
 
-/// Prunes; the caller holds the directory lock.
+/// Prunes; the caller holds the directory lock. While a size anomaly is open, the last good run
+/// before it is kept whatever the policy says (`anomaly`'s settings decide whether one can be).
 pub fn prune_locked(
     dir: &BackupDir,
     retention: &RetentionConfig,
+    anomaly: &AnomalyConfig,
     now: DateTime<Utc>,
     opts: &PruneOptions,
 ) -> Result<PruneReport> {
@@ -121,7 +127,10 @@ pub fn prune_locked(
             },
         })
         .collect();
-    report.decisions = plan(&runs, policy, now, retention.timezone)
+    let mut in_order: Vec<RunRecord> = records.values().cloned().collect();
+    in_order.sort_by(|a, b| a.order().cmp(&b.order()));
+    let pins = crate::ops::anomaly::pins(dir, &in_order, anomaly);
+    report.decisions = plan(&runs, policy, now, retention.timezone, &pins)
         .map_err(|e| Error::config("backup.retention_days", e))?;
 
     let names = dir.file_names()?;

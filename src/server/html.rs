@@ -72,11 +72,12 @@ tfoot td{border-bottom:0;color:#59636e;padding-top:10px}
 .nowrap{white-space:nowrap}
 .badge{display:inline-block;padding:0 8px;border-radius:10px;font-size:12px;font-weight:600;line-height:19px;border:1px solid;white-space:nowrap}
 .s-ok{color:#116329;background:#dafbe1;border-color:#aceebb}
-.s-partial,.s-pending{color:#7d4e00;background:#fff8c5;border-color:#f0d770}
+.s-partial,.s-pending,.s-anomaly{color:#7d4e00;background:#fff8c5;border-color:#f0d770}
 .s-failed,.s-unreadable{color:#82071e;background:#ffebe9;border-color:#ffcecb}
 .s-running{color:#0a3069;background:#ddf4ff;border-color:#b6e3ff}
 .s-incomplete,.s-none{color:#59636e;background:#f6f8fa;border-color:#d1d9e0}
 .err{color:#82071e;white-space:pre-wrap;overflow-wrap:anywhere;margin:2px 0 0}
+.anomaly{color:#7d4e00;overflow-wrap:anywhere;margin:2px 0 0}
 .files{margin:0;padding:0;list-style:none}
 .files li{overflow-wrap:anywhere}
 footer{color:#59636e;font-size:12px}

@@ -108,8 +108,13 @@ pub struct PageInput<'a> {
 pub fn build(input: &PageInput) -> Result<PageData> {
     let dir = BackupDir::open(&input.cfg.backup_dir())?;
     let listing = crate::ops::list::list(&dir)?;
-    let status =
-        crate::ops::list::status(&dir, input.now, input.cfg.status()?, input.health.next_run)?;
+    let status = crate::ops::list::status(
+        &dir,
+        input.now,
+        input.cfg.status()?,
+        input.cfg.anomaly()?,
+        input.health.next_run,
+    )?;
     let history: Vec<RunRow> = listing
         .runs
         .into_iter()
@@ -229,6 +234,9 @@ mod tests {
                 artifacts: Vec::new(),
                 bytes: 0,
                 restore_test: None,
+                change: None,
+                anomalies: Vec::new(),
+                anomalies_acknowledged: false,
             },
             restore_test: status.map(|status| RestoreTestView {
                 status,

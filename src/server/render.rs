@@ -339,6 +339,9 @@ mod tests {
             }],
             bytes: 1000 * i as u64,
             restore_test: None,
+            change: None,
+            anomalies: Vec::new(),
+            anomalies_acknowledged: false,
         }
     }
 
@@ -386,6 +389,7 @@ mod tests {
                 max_age_seconds: 0,
                 remote: None,
                 restore_test: None,
+                anomaly: None,
             },
             history,
             totals: Totals::default(),
@@ -475,5 +479,48 @@ mod tests {
             row.contains(r#"data-state="ok">ok</span><div class="muted small">12 tables"#),
             "{row}"
         );
+    }
+
+    #[test]
+    fn anomalies_and_changes_show_in_their_run_row_escaped() {
+        use crate::catalog::{Anomaly, AnomalyMetric, AnomalyRule};
+        use crate::ops::list::RunChange;
+        let mut d = data(3);
+        let prev = d.history[2].run.run_id.clone();
+        let r = &mut d.history[1].run;
+        r.change = Some(RunChange {
+            previous_run_id: prev,
+            bytes_percent: Some(-55.2),
+            objects_percent: Some(-90.0),
+        });
+        r.anomalies = vec![Anomaly {
+            metric: AnomalyMetric::TableRows,
+            subject: format!("public.{HOSTILE}"),
+            before: 120_000,
+            now: 48_000,
+            change_percent: -60.0,
+            rule: AnomalyRule::Drop,
+            runs: 7,
+        }];
+        let id = r.run_id.clone();
+        let html = page(&d);
+        assert!(!html.contains("<script"), "{html}");
+        let row = &html[html.find(&format!(r#"<tr data-run="{id}""#)).unwrap()..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(
+            row.contains(r#"data-field="change"><span title="against run"#)
+                && row.contains("-55.2%<br>objects -90.0%"),
+            "{row}"
+        );
+        assert!(
+            row.contains(r#"data-metric="table_rows" data-before="120000" data-now="48000""#),
+            "{row}"
+        );
+        assert!(
+            row.contains(r#"data-state="anomaly">anomaly</span>"#),
+            "{row}"
+        );
+        assert!(row.contains("public.&lt;script&gt;"), "{row}");
+        assert!(row.contains("120000 rows → 48000 rows (-60.0 %"), "{row}");
     }
 }

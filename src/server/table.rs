@@ -1,5 +1,6 @@
-//! The status page's history table (every run `list` shows, newest first, with the totals) and
-//! its list of files no run names. Cells carry the exact numbers in `data-` attributes beside the
+//! The status page's history table (every run `list` shows, newest first, with its change in
+//! size against the previous run, its size anomalies, and the totals) and its list of files no
+//! run names. Cells carry the exact numbers in `data-` attributes beside the
 //! readable ones, so a script (or a test) can check them against `list --json`.
 
 use std::fmt::Write as _;
@@ -13,11 +14,11 @@ use crate::units::human_bytes;
 pub fn history(s: &mut String, d: &PageData) {
     let _ = write!(
         s,
-        r#"<section class="panel"><h2>History: {n} runs in the directory</h2><table id="history"><thead><tr><th>Run (started)</th><th>Status</th><th class="num">Size</th><th class="num">Duration</th><th>Verification</th><th>Restore test</th><th>Backups and errors</th></tr></thead><tbody>"#,
+        r#"<section class="panel"><h2>History: {n} runs in the directory</h2><table id="history"><thead><tr><th>Run (started)</th><th>Status</th><th class="num">Size</th><th class="num" title="against the previous run with backups">Change</th><th class="num">Duration</th><th>Verification</th><th>Restore test</th><th>Backups and errors</th></tr></thead><tbody>"#,
         n = d.history.len(),
     );
     if d.history.is_empty() {
-        s.push_str(r#"<tr><td colspan="7" class="muted">No run yet.</td></tr>"#);
+        s.push_str(r#"<tr><td colspan="8" class="muted">No run yet.</td></tr>"#);
     }
     for row in &d.history {
         run_row(s, row, d);
@@ -35,13 +36,14 @@ fn run_row(s: &mut String, row: &RunRow, d: &PageData) {
         .map_or_else(|| "—".to_string(), html::duration);
     let _ = write!(
         s,
-        r#"<tr data-run="{id}" data-status="{st}" data-bytes="{b}"><td class="nowrap"><span class="mono">{id}</span><div class="muted small">{t} · {ago}</div></td><td data-field="status">{badge}</td><td class="num" data-field="size" title="{b} bytes">{size}</td><td class="num" data-field="duration">{duration}</td><td class="nowrap" data-field="verification">{verify}</td><td data-field="restore-test">{test}</td><td>"#,
+        r#"<tr data-run="{id}" data-status="{st}" data-bytes="{b}"><td class="nowrap"><span class="mono">{id}</span><div class="muted small">{t} · {ago}</div></td><td data-field="status">{badge}</td><td class="num" data-field="size" title="{b} bytes">{size}</td><td class="num" data-field="change">{change}</td><td class="num" data-field="duration">{duration}</td><td class="nowrap" data-field="verification">{verify}</td><td data-field="restore-test">{test}</td><td>"#,
         st = r.status.as_str(),
         b = r.bytes,
         t = Esc(&minute(r.started_at, d.tz)),
         ago = Esc(&relative(r.started_at, d.now)),
         badge = badge(r.status.as_str()),
         size = human_bytes(r.bytes),
+        change = change(r),
         verify = verification(r),
         test = restore_test(row),
     );
@@ -62,6 +64,24 @@ fn run_row(s: &mut String, row: &RunRow, d: &PageData) {
         }
         s.push_str("</ul>");
     }
+    for a in &r.anomalies {
+        let _ = write!(
+            s,
+            r#"<p class="anomaly" data-field="anomaly" data-metric="{m}" data-before="{b}" data-now="{n}">{pill} {text}</p>"#,
+            m = a.metric.as_str(),
+            b = a.before,
+            n = a.now,
+            pill = pill(
+                "anomaly",
+                if r.anomalies_acknowledged {
+                    "anomaly, acknowledged"
+                } else {
+                    "anomaly"
+                }
+            ),
+            text = Esc(&a.describe()),
+        );
+    }
     if let Some(e) = &r.error {
         let step = r
             .failed_step
@@ -70,6 +90,28 @@ fn run_row(s: &mut String, row: &RunRow, d: &PageData) {
         let _ = write!(s, r#"<p class="err">{}{}</p>"#, Esc(&step), Esc(e));
     }
     s.push_str("</td></tr>");
+}
+
+/// The change in size (and objects) against the previous run with backups.
+fn change(r: &RunSummary) -> String {
+    let Some(c) = &r.change else {
+        return r#"<span class="muted">—</span>"#.into();
+    };
+    let mut parts = Vec::new();
+    if let Some(p) = c.bytes_percent {
+        parts.push(format!("{p:+.1}%"));
+    }
+    if let Some(p) = c.objects_percent {
+        parts.push(format!("objects {p:+.1}%"));
+    }
+    if parts.is_empty() {
+        return r#"<span class="muted">—</span>"#.into();
+    }
+    format!(
+        r#"<span title="against run {}">{}</span>"#,
+        Esc(c.previous_run_id.as_str()),
+        parts.join("<br>")
+    )
 }
 
 /// "verified" when every file the run wrote is on disk and passed its check.
@@ -119,7 +161,7 @@ fn totals(s: &mut String, d: &PageData) {
     };
     let _ = write!(
         s,
-        r#"<tfoot><tr><td colspan="7" id="totals">{} runs: {} ok, {} partial, {} failed, {} incomplete · {} database and {} bucket backups · {} on disk, {} free</td></tr></tfoot>"#,
+        r#"<tfoot><tr><td colspan="8" id="totals">{} runs: {} ok, {} partial, {} failed, {} incomplete · {} database and {} bucket backups · {} on disk, {} free</td></tr></tfoot>"#,
         n("runs", t.runs),
         n("ok", t.ok),
         n("partial", t.partial),

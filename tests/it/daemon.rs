@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use crate::support::notify::Receiver;
 use crate::support::*;
 
-struct Daemon {
+/// A daemon started by a test (other test modules use it too: the anomaly tests read its page).
+pub(crate) struct Daemon {
     child: Child,
     port: u16,
 }
@@ -15,7 +16,7 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon on a free port; when another process took the port first (the daemon
     /// exits, unable to listen), again on another one.
-    fn start(env: &[(String, String)], args: &[&str]) -> Daemon {
+    pub(crate) fn start(env: &[(String, String)], args: &[&str]) -> Daemon {
         let mut all = vec!["daemon"];
         all.extend_from_slice(args);
         start_on_free_port("the daemon", |port| {
@@ -57,7 +58,7 @@ impl Daemon {
         })
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         let out = std::process::Command::new("curl")
             .args([
                 "-s",
@@ -75,7 +76,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit code and stderr.
-    fn stop(mut self, within: Duration) -> (i32, String) {
+    pub(crate) fn stop(mut self, within: Duration) -> (i32, String) {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }

@@ -72,6 +72,7 @@ fn the_seeds_backup_failed_rule_ships_verbatim() {
         "BackupMetricsMissing",
         "BackupRestoreTestFailed",
         "BackupRestoreTestStale",
+        "BackupSizeAnomaly",
     ] {
         assert!(
             rules.contains(&format!("- alert: {name}\n")),
@@ -85,7 +86,7 @@ fn the_seeds_backup_failed_rule_ships_verbatim() {
         &["check", "rules", "stackback-rules.yml"],
     );
     assert!(ok, "promtool check rules: {out}");
-    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
 }
 
 /// `promtool test rules` runs stackback-rules.test.yml: series shaped as stackback pushes them
@@ -144,6 +145,22 @@ fn promtool_unit_tests_of_the_alert_rules_pass() {
     assert!(
         !ok && out.contains("alertname: BackupRestoreTestStale"),
         "a 7-day limit must fail the restore-test cases: {out}"
+    );
+
+    // Nor is the anomaly case: a rule on the wrong value never fires.
+    std::fs::write(
+        tmp.path().join("stackback-rules.yml"),
+        rules.replacen("backup_anomaly == 1", "backup_anomaly == 2", 1),
+    )
+    .unwrap();
+    let (ok, out) = run_in(
+        tmp.path(),
+        "promtool",
+        &["test", "rules", "stackback-rules.test.yml"],
+    );
+    assert!(
+        !ok && out.contains("alertname: BackupSizeAnomaly"),
+        "a rule that cannot fire must fail the anomaly case: {out}"
     );
 }
 

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod anomaly;
 mod backup;
 mod bad_archive;
 mod bad_input;

@@ -36,6 +36,8 @@ const COMMANDS: &[&[&str]] = &[
     &["list"],
     &["status"],
     &["prune"],
+    &["anomaly"],
+    &["anomaly", "ack"],
 ];
 
 /// Placeholders for what differs between machines and runs. Literal values (paths, names) are

@@ -1,4 +1,5 @@
-//! `stackback list`: every run, newest first, with unmanaged and leftover files and totals.
+//! `stackback list`: every run, newest first, with its change in size (and objects) against the
+//! previous run and its size anomalies; unmanaged and leftover files; totals.
 
 use std::io::Write;
 
@@ -18,18 +19,39 @@ pub fn run(cfg: &Config, json: bool) -> Result<i32, Error> {
     }
     let mut out = std::io::stdout().lock();
     for r in &l.runs {
+        let change = r.change.as_ref();
+        let objects = change
+            .and_then(|c| c.objects_percent)
+            .map(|p| format!("objects {}  ", signed(p)))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{}  {:<10} {:>9}  {:<10} {}",
+            "{}  {:<10} {:>9} {:>8}  {:<10} {objects}{}",
             r.run_id,
             age(r.started_at),
             human_bytes(r.bytes),
+            change
+                .and_then(|c| c.bytes_percent)
+                .map(signed)
+                .unwrap_or_default(),
             r.status,
             r.error
                 .as_deref()
                 .map(|e| e.chars().take(100).collect::<String>())
                 .unwrap_or_default()
         );
+        for a in &r.anomalies {
+            let _ = writeln!(
+                out,
+                "    ANOMALY{} {}",
+                if r.anomalies_acknowledged {
+                    " (acknowledged)"
+                } else {
+                    ""
+                },
+                a.describe()
+            );
+        }
         if let Some(t) = &r.restore_test {
             let _ = writeln!(out, "    restore test {}", restore_test_line(t));
         }
@@ -167,4 +189,9 @@ pub(crate) fn restore_test_line(t: &stackback::ops::list::RestoreTestSummary) ->
         s.push_str(&format!(": {}", e.chars().take(160).collect::<String>()));
     }
     s
+}
+
+/// `+2.1%`, `-55.0%`, `+0.0%`: a change, signed.
+fn signed(p: f64) -> String {
+    format!("{p:+.1}%")
 }

@@ -1,6 +1,7 @@
 //! One file per command: parse what is left of its flags, call one `ops` function, render.
 
 pub mod alert;
+pub mod anomaly;
 pub mod config;
 pub mod daemon;
 pub mod describe;

@@ -15,7 +15,7 @@ pub fn run(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
     let now = chrono::Utc::now();
     // A broken schedule setting must not hide the status: it only loses the next run.
     let next_run = cfg.schedule().ok().and_then(|s| s.schedule.next_after(now));
-    let s = stackback::ops::list::status(&dir, now, cfg.status()?, next_run)?;
+    let s = stackback::ops::list::status(&dir, now, cfg.status()?, cfg.anomaly()?, next_run)?;
     if json {
         print_json(&s);
     } else {
@@ -54,6 +54,25 @@ pub fn run(cfg: &Config, json: bool, check: bool) -> Result<i32, Error> {
                 age(t.last_tested_at),
                 t.last_success_at.map(age).unwrap_or_else(|| "never".into())
             );
+        }
+        if let Some(a) = &s.anomaly {
+            let _ = writeln!(
+                out,
+                "anomaly:      OPEN in run {}{}; before it: {}",
+                a.run_id,
+                if a.since == a.run_id {
+                    String::new()
+                } else {
+                    format!(" (since run {})", a.since)
+                },
+                a.keep
+                    .as_ref()
+                    .map(|k| format!("run {k} (kept until resolved)"))
+                    .unwrap_or_else(|| "no good run".into())
+            );
+            for x in &a.anomalies {
+                let _ = writeln!(out, "              {}", x.describe());
+            }
         }
         if let Some(n) = s.next_run {
             let tz = cfg.schedule().map_or(chrono_tz::UTC, |s| s.schedule.tz());
