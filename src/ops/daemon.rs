@@ -25,6 +25,17 @@ mod restore_tests;
 pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     // The daemon uses every section: a broken setting stops it now, not at 02:00.
     cfg.require(&Section::ALL)?;
+    // Restore tests of sealed backups need the identity; a host that has none would fail every
+    // test. The identity belongs off the backup host: test from there with --from-remote.
+    if !matches!(cfg.restore_test()?.mode, RestoreTestMode::Off)
+        && cfg.encryption()?.recipients.is_some()
+        && cfg.identities()?.is_none()
+    {
+        return Err(Error::config(
+            "restore_test.mode (BACKUP_RESTORE_TEST)",
+            "restore tests of encrypted backups need BACKUP_AGE_IDENTITY_FILE, which this host does not have (and should not: keep the identity off the backup host); set BACKUP_RESTORE_TEST=off here and run `stackback verify --restore-test --from-remote latest` on the host that holds the identity",
+        ));
+    }
     let addr = cfg.http_addr()?;
     let schedule = cfg.schedule()?.clone();
     let state = Arc::new(DaemonState {

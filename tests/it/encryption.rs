@@ -455,3 +455,89 @@ fn a_malformed_recipient_names_its_setting_and_writes_nothing() {
         files(&dir)
     );
 }
+
+/// A second host holding the identity restore-tests what the backup host sent off-site; the
+/// sealed run's record keeps no table names (no row counts), and a daemon asked for restore tests
+/// on a host without the identity refuses to start, saying where the test belongs.
+#[test]
+fn restore_test_from_the_remote_with_the_identity_and_a_daemon_without_it_refused() {
+    let k = keys();
+    let c = cluster();
+    let db = c.seeded_db("encrt");
+    let tmp = tempfile::tempdir().unwrap();
+    let share = tempfile::tempdir().unwrap();
+    let _mount = Mount::tmpfs(share.path(), "size=128m,mode=0700");
+    let backup_host = with(
+        c.env(&db, &tmp.path().join("backups")),
+        &[
+            ("BACKUP_AGE_RECIPIENTS", &k.age_recipient),
+            (
+                "BACKUP_REMOTE_URL",
+                &format!("file://{}/offsite", share.path().display()),
+            ),
+        ],
+    );
+    let r = stackback(&["run"], &backup_host);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rec = only_record(&tmp.path().join("backups"));
+    assert!(rec.get("row_counts").is_none(), "{rec:#}");
+
+    let mut cmd = stackback_cmd(
+        &["daemon"],
+        &with(backup_host.clone(), &[("BACKUP_RESTORE_TEST", "after-run")]),
+    );
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("the daemon started although it cannot restore-test sealed backups");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--from-remote"), "{stderr}");
+
+    // The second host: its own empty directory, the remote, the identity.
+    let second = with(
+        c.env(&db, &tmp.path().join("second")),
+        &[
+            ("BACKUP_AGE_IDENTITY_FILE", k.age_identity.to_str().unwrap()),
+            (
+                "BACKUP_REMOTE_URL",
+                &format!("file://{}/offsite", share.path().display()),
+            ),
+        ],
+    );
+    let r = stackback(
+        &["verify", "--restore-test", "--from-remote", "latest"],
+        &second,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("2 tables"), "{}", r.stdout);
+    let leftovers = c
+        .psql(
+            "postgres",
+            "select count(*) from pg_database where datname like 'stackback_restore_test_%'",
+        )
+        .unwrap();
+    assert_eq!(leftovers, "0");
+    // Without the identity the second host cannot test: a settings problem.
+    let without: Vec<(String, String)> = second
+        .iter()
+        .filter(|(k, _)| k != "BACKUP_AGE_IDENTITY_FILE")
+        .cloned()
+        .collect();
+    let r = stackback(
+        &["verify", "--restore-test", "--from-remote", "latest"],
+        &without,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+}
