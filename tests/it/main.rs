@@ -29,6 +29,7 @@ mod regress_restore;
 mod regress_run;
 mod restore;
 mod restore_test;
+mod restore_test_daemon;
 mod security;
 mod smtp;
 mod snapshots;
