@@ -2,6 +2,7 @@
 //! other way round), WebDAV and SFTP served by rclone, a file:// share on its own tmpfs. Each:
 //! run, check what landed with a tool we did not write, lose the local directory, restore the
 //! database and the bucket from the remote, compare with the originals by an independent client.
+//! The remote can also be a three-node Garage cluster with a node frozen during the upload.
 //! Faults: the remote down (exit 5, alert, local backup intact, the next run catches up), wrong
 //! credentials, an unknown SSH host key, a share that is not mounted.
 
@@ -10,6 +11,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::support::garage_cluster::GarageCluster;
 use crate::support::notify::{Pushgateway, Receiver};
 use crate::support::s3::{bucket_name, garage, moto, parse_dump, S3Server};
 use crate::support::*;
@@ -467,4 +469,82 @@ fn remote_down_alerts_exit_5_and_the_next_run_catches_up() {
         "{}",
         r.stderr
     );
+}
+
+/// The remote is a three-node Garage cluster (replication factor 3). One node, not the one
+/// stackback talks to, is frozen (SIGSTOP: a hung node, the harder case than a dead one, whose
+/// connections stay open) while the bucket's 200 MiB archive is on its way; two of three nodes are
+/// Garage's write quorum, so the run still copies, checks and exits 0, and a host that lost its
+/// backup directory restores from the two nodes left.
+#[test]
+fn s3_remote_three_node_garage_cluster_with_a_node_frozen_mid_upload() {
+    let remote = GarageCluster::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("backups");
+    let c = cluster();
+    let db = c.seeded_db("ha");
+    let bucket = bucket_name("ha");
+    moto().tool(&["populate", &bucket, "--bulk", "20", "--big-mib", "200"]);
+    let original = moto().dump(&bucket);
+    let rbucket = bucket_name("ha-remote");
+    let mut env = with(
+        c.env(&db, &dir),
+        // Uncompressed: the archive stays 200 MiB, long enough on the wire to stop a node in it.
+        &[("BACKUP_COMPRESSION", "none")],
+    );
+    env.extend(moto().env(&bucket));
+    env.extend(s3_remote(&remote.s3, &rbucket, "cluster/host1"));
+
+    let out = tmp.path().join("run.out");
+    let err = tmp.path().join("run.err");
+    let mut child = stackback_cmd(&["run"], &env)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // Node 0 holds a replica of every block, so its data directory grows with the upload.
+    let started = std::time::Instant::now();
+    let stored_at_stop = loop {
+        let stored = remote.data_bytes(0);
+        if stored >= 16 << 20 {
+            break stored;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before the upload reached the cluster: {}{}",
+            std::fs::read_to_string(&out).unwrap(),
+            std::fs::read_to_string(&err).unwrap()
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "no upload reached the cluster within 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    remote.nodes[2].server.signal(libc::SIGSTOP);
+    assert!(
+        stored_at_stop < 150 << 20,
+        "the node was stopped too late to be mid-upload ({stored_at_stop} bytes already stored)"
+    );
+    let status = child.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("1 run(s) copied and checked"), "{stdout}");
+    // The frozen node got only what it had before the stop: the copy is on the other two.
+    assert!(
+        remote.data_bytes(2) < remote.data_bytes(1),
+        "node 2 was frozen, yet holds as much as node 1"
+    );
+    let rec = only_record(&dir);
+    let objects = remote.s3.objects(&rbucket, "");
+    for a in rec["artifacts"].as_array().unwrap() {
+        let key = format!("cluster/host1/{}", a["file"].as_str().unwrap());
+        let o = objects
+            .iter()
+            .find(|o| o["key"] == key)
+            .unwrap_or_else(|| panic!("{key} not on the cluster: {objects:#?}"));
+        assert_eq!(o["sha256"], a["stored_sha256"], "{o:#}");
+    }
+    lose_and_restore(&env, &db, &bucket, &original, garage());
 }

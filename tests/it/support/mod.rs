@@ -4,6 +4,7 @@
 //! - [`pg`]: throwaway PostgreSQL clusters (one shared, private ones for tests that stop or
 //!   reconfigure the server).
 //! - [`s3`]: Garage and moto, and the macro that runs one bucket test against both.
+//! - [`garage_cluster`]: a three-node Garage cluster (replication factor 3), one per test.
 //! - [`notify`]: SMTP, webhook receiver, Pushgateway.
 //! - [`proxy`]: a fault-injecting HTTP proxy to put in front of a server.
 //! - [`tls`]: a throwaway CA and a server certificate it signed.
@@ -14,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod garage_cluster;
 pub mod notify;
 pub mod pg;
 pub mod proxy;
