@@ -189,7 +189,11 @@ impl NotifyConfig {
             "failure, always or change",
         )?;
         let emails = s.list(Key::AlertEmail);
-        if let Some(e) = emails.iter().find(|e| !e.contains('@')) {
+        // lettre's own parser: what it refuses here it would refuse at 02:00 when sending.
+        if let Some(e) = emails
+            .iter()
+            .find(|e| e.parse::<lettre::message::Mailbox>().is_err())
+        {
             return Err(Key::AlertEmail.error(format!("{e:?} is not an email address")));
         }
         let smtp = SmtpConfig::build(s)?;
