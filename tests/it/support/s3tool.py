@@ -8,6 +8,7 @@ Environment: S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_
   delete BUCKET KEY                          delete one object
   mkbucket BUCKET                            create an empty bucket
   presign BUCKET KEY                         a GET URL signed for S3_ENDPOINT, valid 10 minutes
+  uploads BUCKET                             one JSON line per multipart upload not yet completed
 """
 import concurrent.futures
 import hashlib
@@ -130,6 +131,10 @@ def main():
         print(client().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": sys.argv[3]}, ExpiresIn=600))
     elif cmd == "mkbucket":
         client().create_bucket(Bucket=bucket)
+    elif cmd == "uploads":
+        for page in client().get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+            for u in page.get("Uploads", []):
+                print(json.dumps({"key": u["Key"], "upload_id": u["UploadId"]}, sort_keys=True))
     else:
         sys.exit(f"unknown command {cmd}")
 
