@@ -180,9 +180,13 @@ impl DalRemote {
             let _ = w.abort().await;
             return Err(e);
         }
-        w.close()
-            .await
-            .map_err(|e| self.err("upload", Some(name), &e))?;
+        // Part uploads run in the background and their failures surface here, at close: the
+        // upload must be aborted then too, or each failed attempt leaves an open multipart
+        // upload whose parts the remote keeps (and bills) until a lifecycle rule removes them.
+        if let Err(e) = w.close().await {
+            let _ = w.abort().await;
+            return Err(self.err("upload", Some(name), &e));
+        }
         Ok(sent)
     }
 

@@ -3,8 +3,9 @@
 //! stackback talks to `proxy.url()` instead of the server; requests pass through unchanged (the
 //! `Host` header too, so SigV4 signatures stay valid) unless a [`Rule`] matches, and then the
 //! rule's [`Fault`] is applied: an error status instead of the answer, a delay, a connection reset
-//! before or in the middle of the answer, a corrupted body, or a hold until the test opens a
-//! [`Gate`] (to make a race happen at a chosen point, every time). Every request is logged.
+//! before or in the middle of the answer, an upload cut in the middle of its body, a corrupted
+//! body, or a hold until the test opens a [`Gate`] (to make a race happen at a chosen point,
+//! every time). Every request is logged.
 //!
 //! One upstream connection per request keeps the relaying simple; the client's connection is kept
 //! alive between requests as HTTP/1.1 clients expect. Listens on port 0: no port race. Its threads
@@ -29,6 +30,10 @@ pub enum Fault {
     /// Forward, send the answer's head and this many body bytes, then reset the connection.
     /// (S3 answers carry a Content-Length; a chunked answer is relayed whole, then reset.)
     ResetAfter(usize),
+    /// Forward the request's head and only this many bytes of its body, then reset both the
+    /// client's and the server's connection: an upload cut mid-way, as the server sees it too
+    /// (a body shorter than its Content-Length, then a reset). No answer is sent.
+    CutUpload(usize),
     /// Forward, and flip one byte in the middle of the answer's body (length unchanged).
     CorruptBody,
     /// Wait until the gate opens, then forward.
@@ -275,6 +280,27 @@ fn serve(client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> std::
             }
             Some(Fault::Reset) => {
                 log(state, &method, &target, 0, &fault);
+                return reset(&client_w);
+            }
+            Some(Fault::CutUpload(n)) => {
+                if req
+                    .header("expect")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+                {
+                    // Otherwise the client would hold the body back.
+                    client_w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                }
+                let up = TcpStream::connect(upstream)?;
+                let mut up_w = up.try_clone()?;
+                up_w.write_all(&req.raw)?;
+                // The framing does not matter here: the first `n` bytes on the wire are sent.
+                let n = req
+                    .content_length()
+                    .map_or(*n as u64, |len| len.min(*n as u64));
+                std::io::copy(&mut (&mut reader).take(n), &mut up_w)?;
+                up_w.flush()?;
+                log(state, &method, &target, 0, &fault);
+                reset(&up)?;
                 return reset(&client_w);
             }
             Some(Fault::Delay(d)) => std::thread::sleep(*d),

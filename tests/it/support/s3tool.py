@@ -9,6 +9,7 @@ Environment: S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_
   mkbucket BUCKET                            create an empty bucket
   buckets PREFIX                             names of the buckets starting with PREFIX, one a line
   presign BUCKET KEY                         a GET URL signed for S3_ENDPOINT, valid 10 minutes
+  uploads BUCKET                             one JSON line per multipart upload not yet completed
 """
 import concurrent.futures
 import hashlib
@@ -135,6 +136,10 @@ def main():
         for b in client().list_buckets().get("Buckets", []):
             if b["Name"].startswith(bucket):
                 print(b["Name"])
+    elif cmd == "uploads":
+        for page in client().get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+            for u in page.get("Uploads", []):
+                print(json.dumps({"key": u["Key"], "upload_id": u["UploadId"]}, sort_keys=True))
     else:
         sys.exit(f"unknown command {cmd}")
 
