@@ -23,6 +23,7 @@ mod faults;
 mod field;
 mod notify;
 mod offsite;
+mod offsite_faults;
 mod prune;
 mod regress_files;
 mod regress_restore;
