@@ -470,3 +470,57 @@ fn remote_down_alerts_exit_5_and_the_next_run_catches_up() {
         r.stderr
     );
 }
+
+/// An SFTP remote with an ordinary BACKUP_DIR of 60-odd characters: the ssh client's control
+/// socket lives under BACKUP_DIR and must fit in a Unix socket path (107 bytes).
+#[test]
+fn sftp_remote_with_a_long_backup_dir() {
+    let keys = tempfile::tempdir().unwrap();
+    let client = ssh_key(keys.path(), "client");
+    let host = ssh_key(keys.path(), "host");
+    let served = tempfile::tempdir().unwrap();
+    let authorized = client.with_extension("pub");
+    let (port, _server) = rclone_serve(
+        "sftp",
+        served.path(),
+        &[
+            "--authorized-keys",
+            authorized.to_str().unwrap(),
+            "--key",
+            host.to_str().unwrap(),
+        ],
+    );
+    let pubkey = std::fs::read_to_string(host.with_extension("pub")).unwrap();
+    let mut parts = pubkey.split_whitespace();
+    let known = keys.path().join("known_hosts");
+    std::fs::write(
+        &known,
+        format!(
+            "[127.0.0.1]:{port} {} {}\n",
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        ),
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp
+        .path()
+        .join("srv/backups/production-postgres-and-buckets");
+    assert!(dir.as_os_str().len() > 45, "{}", dir.display());
+    let c = cluster();
+    let db = c.seeded_db("sftplong");
+    let env = with(
+        c.env(&db, &dir),
+        &[
+            (
+                "BACKUP_REMOTE_URL",
+                &format!("sftp://backup@127.0.0.1:{port}/offsite"),
+            ),
+            ("BACKUP_REMOTE_SSH_KEY_FILE", client.to_str().unwrap()),
+            ("BACKUP_REMOTE_KNOWN_HOSTS", known.to_str().unwrap()),
+        ],
+    );
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_same_files(&only_record(&dir), &served.path().join("offsite"));
+}

@@ -43,16 +43,21 @@ impl SftpRemote {
             unreachable!("SftpRemote::connect is only called for sftp:// targets")
         };
         let fail = |kind, detail: String| error("connecting", display, None, kind, detail);
-        let control = state_dir.join("ssh");
-        make_private_dir(&control).map_err(|e| {
+        let state = state_dir.join("ssh");
+        make_private_dir(&state)
+            .map_err(|e| fail(RemoteErrorKind::Other, format!("{}: {e}", state.display())))?;
+        // The control socket's path must fit in a Unix socket address (107 bytes), which a
+        // BACKUP_DIR of ordinary length would not leave room for: it lives in a short private
+        // directory of our own under the temporary directory instead.
+        let control = control_dir().map_err(|e| {
             fail(
                 RemoteErrorKind::Other,
-                format!("{}: {e}", control.display()),
+                format!("the ssh control directory: {e}"),
             )
         })?;
         // An ssh_config of our own: no user or system configuration leaks in, host keys come
         // only from the operator's file.
-        let config = control.join("config");
+        let config = state.join("config");
         let text = format!(
             "GlobalKnownHostsFile /dev/null\nUserKnownHostsFile {}\nStrictHostKeyChecking yes\nBatchMode yes\nIdentitiesOnly yes\nIdentityFile {}\nServerAliveInterval 15\nServerAliveCountMax 4\n",
             known_hosts.display(),
@@ -247,6 +252,23 @@ impl SftpRemote {
             tracing::debug!("closing the sftp session: {e}");
         }
     }
+}
+
+/// `$TMPDIR/stackback-ssh-<uid>`, 0700 and ours: a directory someone else made there (to watch
+/// or hijack the socket) is refused, never used.
+fn control_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = std::env::temp_dir().join(format!("stackback-ssh-{uid}"));
+    make_private_dir(&dir)?;
+    let m = std::fs::symlink_metadata(&dir)?;
+    if !m.is_dir() || m.uid() != uid || m.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "{} is not a private directory of uid {uid}: remove it",
+            dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
 fn make_private_dir(p: &Path) -> std::io::Result<()> {
