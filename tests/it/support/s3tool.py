@@ -5,6 +5,7 @@ Environment: S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_
   populate BUCKET [--bulk N] [--big-mib N]   create BUCKET and fill it with awkward objects
   dump BUCKET                                one JSON line per object, sorted by key
   put BUCKET KEY TEXT                        put one small object
+  putfile BUCKET KEY PATH                    upload a local file (multipart when large)
   delete BUCKET KEY                          delete one object
   mkbucket BUCKET                            create an empty bucket
   buckets PREFIX                             names of the buckets starting with PREFIX, one a line
@@ -126,6 +127,10 @@ def main():
         dump(bucket)
     elif cmd == "put":
         client().put_object(Bucket=bucket, Key=sys.argv[3], Body=sys.argv[4].encode(), ContentType="text/plain")
+    elif cmd == "putfile":
+        from boto3.s3.transfer import TransferConfig
+
+        client().upload_file(sys.argv[4], bucket, sys.argv[3], Config=TransferConfig(multipart_chunksize=16 << 20))
     elif cmd == "delete":
         client().delete_object(Bucket=bucket, Key=sys.argv[3])
     elif cmd == "presign":
