@@ -136,6 +136,10 @@ async fn sync(
 ) -> Result<()> {
     let remote = connect(cfg, dir).await?;
     let result = async {
+        let swept = remote.sweep_partials().await?;
+        if swept > 0 {
+            info!(files = swept, "removed partial uploads an earlier copy left on the remote");
+        }
         let on_remote: HashSet<String> = remote.list().await?.into_iter().map(|f| f.name).collect();
         let records = Catalog::new(dir.clone()).records()?;
         // The new run first (it is the one an outage would cost), then the rest oldest first.

@@ -520,7 +520,21 @@ fn sftp_remote_with_a_long_backup_dir() {
             ("BACKUP_REMOTE_KNOWN_HOSTS", known.to_str().unwrap()),
         ],
     );
+    // What a cut upload leaves (a partial name) is swept by the next copy; a stranger's hidden
+    // file is not ours and stays.
+    std::fs::create_dir_all(served.path().join("offsite")).unwrap();
+    let partial = served
+        .path()
+        .join("offsite/.stackback-partial.db_x_20260101_000000.sql.gz");
+    std::fs::write(&partial, "half a file").unwrap();
+    let stranger = served.path().join("offsite/.someone-elses");
+    std::fs::write(&stranger, "not ours").unwrap();
     let r = stackback(&["run"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_same_files(&only_record(&dir), &served.path().join("offsite"));
+    assert!(
+        !partial.exists(),
+        "the partial upload was left on the remote"
+    );
+    assert!(stranger.exists(), "a file that is not ours was deleted");
 }

@@ -80,6 +80,31 @@ impl Remote {
             .collect())
     }
 
+    /// Deletes what cut uploads left under a partial name (WebDAV, SFTP: a killed run, a dropped
+    /// connection); only names of that one shape, whose rest is a plain file name, are touched.
+    /// Returns how many went.
+    pub async fn sweep_partials(&self) -> Result<usize> {
+        let all = match &self.backend {
+            Backend::Dal(d) => d.list().await?,
+            Backend::Sftp(s) => s.list().await?,
+        };
+        let mut n = 0;
+        for f in all {
+            let Some(rest) = f.name.strip_prefix(PARTIAL_PREFIX) else {
+                continue;
+            };
+            if check_name(&self.display, rest).is_err() {
+                continue;
+            }
+            match &self.backend {
+                Backend::Dal(d) => d.delete(&f.name).await?,
+                Backend::Sftp(s) => s.delete(&f.name).await?,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Uploads a local file under `name`, streamed; returns the bytes sent. The file appears
     /// under `name` only once complete.
     pub async fn upload(&self, local: &Path, name: &str) -> Result<u64> {
