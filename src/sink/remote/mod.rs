@@ -70,11 +70,9 @@ impl Remote {
     /// Every complete file at the top of the remote directory (partial uploads and
     /// subdirectories left out).
     pub async fn list(&self) -> Result<Vec<RemoteFile>> {
-        let all = match &self.backend {
-            Backend::Dal(d) => d.list().await?,
-            Backend::Sftp(s) => s.list().await?,
-        };
-        Ok(all
+        Ok(self
+            .raw_list()
+            .await?
             .into_iter()
             .filter(|f| !f.name.starts_with('.') && !f.name.contains('/'))
             .collect())
@@ -84,22 +82,15 @@ impl Remote {
     /// connection); only names of that one shape, whose rest is a plain file name, are touched.
     /// Returns how many went.
     pub async fn sweep_partials(&self) -> Result<usize> {
-        let all = match &self.backend {
-            Backend::Dal(d) => d.list().await?,
-            Backend::Sftp(s) => s.list().await?,
-        };
         let mut n = 0;
-        for f in all {
+        for f in self.raw_list().await? {
             let Some(rest) = f.name.strip_prefix(PARTIAL_PREFIX) else {
                 continue;
             };
             if check_name(&self.display, rest).is_err() {
                 continue;
             }
-            match &self.backend {
-                Backend::Dal(d) => d.delete(&f.name).await?,
-                Backend::Sftp(s) => s.delete(&f.name).await?,
-            }
+            self.raw_delete(&f.name).await?;
             n += 1;
         }
         Ok(n)
@@ -127,6 +118,19 @@ impl Remote {
     /// Deletes a remote file; a file already gone is not an error.
     pub async fn delete(&self, name: &str) -> Result<()> {
         check_name(&self.display, name)?;
+        self.raw_delete(name).await
+    }
+
+    /// Every file at the top of the remote directory, hidden and partial ones included.
+    async fn raw_list(&self) -> Result<Vec<RemoteFile>> {
+        match &self.backend {
+            Backend::Dal(d) => d.list().await,
+            Backend::Sftp(s) => s.list().await,
+        }
+    }
+
+    /// Deletes `name`, which the caller has checked.
+    async fn raw_delete(&self, name: &str) -> Result<()> {
         match &self.backend {
             Backend::Dal(d) => d.delete(name).await,
             Backend::Sftp(s) => s.delete(name).await,
