@@ -1,8 +1,11 @@
 //! Soak (issue 13, deliver 5): the daemon makes 50 consecutive runs on a seconds-resolution
 //! schedule, of a database and a bucket, with retention that prunes (`BACKUP_RETENTION_DAYS=0
 //! BACKUP_KEEP_LAST=5`). After every run: the directory holds at most the files of the 5 kept
-//! runs plus the one in progress. At run 50 against run 1: the daemon's open file descriptors are
-//! equal and its resident memory is within 10 %. The numbers are printed and written to
+//! runs plus the one in progress. The daemon's open file descriptors at run 50 equal those at
+//! run 1. Its resident memory is judged after a warm-up: the first runs fill the allocator's
+//! per-thread arenas and the TLS and HTTP clients' caches (CI measured +3 MB over runs 1-10, then
+//! +0.9 % over runs 10-50), so a leak shows as growth from run 10 to run 50, bounded at 5 % (a leak
+//! of about 45 KiB a run fails it). The numbers are printed and written to
 //! `$CARGO_TARGET_TMPDIR/soak.txt` for docs/RELIABILITY.md.
 
 use std::process::Stdio;
@@ -12,6 +15,8 @@ use crate::support::s3::{moto, small_bucket};
 use crate::support::*;
 
 const RUNS: usize = 50;
+/// Runs after which resident memory is expected to be flat.
+const WARMUP: usize = 10;
 
 /// (open file descriptors, VmRSS in KiB) of `pid`.
 fn usage(pid: u32) -> (usize, u64) {
@@ -71,6 +76,7 @@ fn fifty_daemon_runs_stay_inside_retention_without_leaking() {
             .count()
     };
     let mut first: Option<(usize, u64)> = None;
+    let mut warm = (0usize, 0u64);
     let mut along = Vec::new();
     let mut last = (0, 0);
     let mut run_bytes = 0u64;
@@ -117,6 +123,9 @@ fn fifty_daemon_runs_stay_inside_retention_without_leaking() {
         if first.is_none() {
             first = Some(u);
         }
+        if n == WARMUP {
+            warm = u;
+        }
         if n % 10 == 0 {
             along.push(format!("run {n}: {} fds, {} KiB", u.0, u.1));
         }
@@ -131,15 +140,16 @@ fn fifty_daemon_runs_stay_inside_retention_without_leaking() {
         "soak: {RUNS} daemon runs (*/2 s schedule, RETENTION_DAYS=0 KEEP_LAST=5, database + bucket)\n\
          disk: at most {} artifact files, {} bytes (one run: {run_bytes} bytes; bound 6 runs)\n\
          fds: run 1 {}, run {RUNS} {}\n\
-         VmRSS: run 1 {} KiB, run {RUNS} {} KiB ({:+.1} %)\n\
+         VmRSS: run 1 {} KiB, run {WARMUP} {} KiB, run {RUNS} {} KiB ({:+.1} % on run {WARMUP})\n\
          along the way: {}\n",
         worst_disk.0,
         worst_disk.1,
         first.0,
         last.0,
         first.1,
+        warm.1,
         last.1,
-        (last.1 as f64 - first.1 as f64) * 100.0 / first.1 as f64,
+        (last.1 as f64 - warm.1 as f64) * 100.0 / warm.1 as f64,
         along.join("; ")
     );
     println!("{report}");
@@ -154,7 +164,7 @@ fn fifty_daemon_runs_stay_inside_retention_without_leaking() {
     );
     assert_eq!(last.0, first.0, "open file descriptors grew: {report}");
     assert!(
-        (last.1 as f64) <= first.1 as f64 * 1.10 && (last.1 as f64) >= first.1 as f64 * 0.90,
-        "RSS moved more than 10 %: {report}"
+        (last.1 as f64) <= warm.1 as f64 * 1.05,
+        "RSS grew more than 5 % after the warm-up: {report}"
     );
 }
