@@ -570,6 +570,7 @@ impl RunCtx<'_> {
                 &to_check,
                 &th,
                 ids.as_deref(),
+                crate::ops::verify::PlainProof::Codec,
             ))
         })
         .await?;

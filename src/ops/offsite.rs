@@ -13,9 +13,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::pipeline::sha::Sha256;
 use chrono::Utc;
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::catalog::remote_state::{CopiedRun, RemoteState};
@@ -300,7 +300,7 @@ async fn read_back(remote: &Remote, name: &str) -> Result<(u64, String)> {
         n += chunk.len() as u64;
         h.update(&chunk);
     }
-    Ok((n, hex::encode(h.finalize())))
+    Ok((n, h.finish_hex()))
 }
 
 /// A run record on the remote, or why it could not be read.

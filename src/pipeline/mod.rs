@@ -15,9 +15,15 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use sha::Sha256;
 
 use crate::crypt::{Identities, Recipients, SealWriter, UnsealError};
+
+pub mod hasher;
+pub mod pgz;
+pub mod sha;
+
+use hasher::Sha256Thread;
 
 /// How artifacts are compressed on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +108,7 @@ impl<W: Write> HashWriter<W> {
     }
 
     pub fn finish(self) -> (W, u64, String) {
-        (self.inner, self.bytes, hex::encode(self.hasher.finalize()))
+        (self.inner, self.bytes, self.hasher.finish_hex())
     }
 }
 
@@ -120,9 +126,16 @@ impl<W: Write> Write for HashWriter<W> {
 
 enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(pgz::ParGzWriter<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
+
+/// The default gzip level, on libdeflate's scale (gzip's 1-9 share it). libdeflate's 5 makes a
+/// dump within 4 % of `gzip -6`'s size in 62 % of its own level 6's time (docs/PERFORMANCE.md).
+pub const GZIP_LEVEL: i32 = 5;
+
+/// Plain bytes per zstd worker job.
+const ZSTD_JOB: u32 = 2 << 20;
 
 /// How many plain bytes [`StoreWriter`] keeps from the end of the stream: enough for pg_dump's
 /// completion line and what may follow it.
@@ -130,7 +143,7 @@ pub const TAIL: usize = 4096;
 
 /// The write side of the pipeline. Write plain bytes in; call [`StoreWriter::finish`].
 pub struct StoreWriter<W: Write> {
-    plain: Sha256,
+    plain: Sha256Thread,
     plain_bytes: u64,
     /// The last [`TAIL`] plain bytes: a sealed dump's completion line is checked here, in the
     /// stream, since the file itself can only be read back with the identity.
@@ -148,10 +161,9 @@ impl<W: Write> StoreWriter<W> {
         let stored = SealWriter::new(HashWriter::new(inner), recipients)?;
         let encoder = match compression {
             Compression::None => Encoder::None(stored),
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-                stored,
-                flate2::Compression::new(level.unwrap_or(6) as u32),
-            )),
+            Compression::Gzip => {
+                Encoder::Gzip(pgz::ParGzWriter::new(stored, level.unwrap_or(GZIP_LEVEL))?)
+            }
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(stored, level.unwrap_or(3))?;
                 // One worker beside the caller's thread: compression overlaps with reading the source.
@@ -159,12 +171,16 @@ impl<W: Write> StoreWriter<W> {
                     .map(|n| n.get() as u32)
                     .unwrap_or(1);
                 e.multithread(threads.clamp(1, 4))?;
+                // zstd's default job is 4 windows (8 MiB at level 3) with that much again in
+                // flight per worker: 50 MiB of buffers. 2 MiB jobs keep a run under the 64 MiB
+                // bound at a ratio within 1 % (docs/PERFORMANCE.md).
+                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
                 e.include_checksum(true)?;
                 Encoder::Zstd(e)
             }
         };
         Ok(StoreWriter {
-            plain: Sha256::new(),
+            plain: Sha256Thread::new()?,
             plain_bytes: 0,
             tail: Vec::with_capacity(TAIL * 2),
             encoder,
@@ -189,7 +205,7 @@ impl<W: Write> StoreWriter<W> {
             inner,
             Digest {
                 plain_bytes: self.plain_bytes,
-                plain_sha256: hex::encode(self.plain.finalize()),
+                plain_sha256: self.plain.finish()?,
                 stored_bytes,
                 stored_sha256,
             },
@@ -204,7 +220,7 @@ impl<W: Write> Write for StoreWriter<W> {
             Encoder::Gzip(e) => e.write(buf)?,
             Encoder::Zstd(e) => e.write(buf)?,
         };
-        self.plain.update(&buf[..n]);
+        self.plain.update(&buf[..n])?;
         self.plain_bytes += n as u64;
         keep_tail(&mut self.tail, &buf[..n]);
         Ok(n)
@@ -290,7 +306,7 @@ impl<R: Read> HashReader<R> {
         }
     }
     pub fn finish(self) -> (u64, String) {
-        (self.bytes, hex::encode(self.hasher.finalize()))
+        (self.bytes, self.hasher.finish_hex())
     }
 }
 
@@ -314,7 +330,7 @@ impl<R: Read> Read for SharedStored<R> {
 
 enum Decoder<R: BufRead> {
     None(R),
-    Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
+    Gzip(Box<pgz::ParGzReader<R>>),
     Zstd(zstd::stream::read::Decoder<'static, R>),
 }
 
@@ -337,8 +353,18 @@ impl<R: Read> Read for Opened<R> {
 pub struct PlainReader<R: Read> {
     stored: std::rc::Rc<std::cell::RefCell<HashReader<R>>>,
     decoder: Decoder<BufReader<Opened<R>>>,
-    plain: Sha256,
+    plain: Option<Sha256Thread>,
     plain_bytes: u64,
+}
+
+/// What [`PlainReader::finish`] measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    pub plain_bytes: u64,
+    /// `None` when the reader was told not to hash the plain side.
+    pub plain_sha256: Option<String>,
+    pub stored_bytes: u64,
+    pub stored_sha256: String,
 }
 
 impl<R: Read> PlainReader<R> {
@@ -368,23 +394,31 @@ impl<R: Read> PlainReader<R> {
         let buffered = BufReader::with_capacity(256 * 1024, opened);
         let decoder = match how.compression {
             Compression::None => Decoder::None(buffered),
-            Compression::Gzip => {
-                Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
-            }
+            Compression::Gzip => Decoder::Gzip(Box::new(pgz::ParGzReader::new(buffered))),
             Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(buffered)?),
         };
         Ok(PlainReader {
             stored,
             decoder,
-            plain: Sha256::new(),
+            plain: Some(Sha256Thread::new()?),
             plain_bytes: 0,
         })
+    }
+
+    /// Skips the plain side's SHA-256. For a check whose plain content is already proven by the
+    /// codec (every gzip member's CRC-32, zstd's frame checksum, age's per-chunk MAC, all computed
+    /// from the plain bytes as they were written) and whose stored bytes are proven by the stored
+    /// SHA-256: on a CPU without SHA extensions the plain hash alone would cost more than
+    /// decompressing on every core.
+    pub fn without_plain_hash(mut self) -> Self {
+        self.plain = None;
+        self
     }
 
     /// Reads whatever is left of the stored stream (bytes after the compressed end) and returns
     /// both digests. Trailing garbage after a complete gzip member changes the stored hash, so a
     /// tampered file is still caught by the stored checksum.
-    pub fn finish(mut self) -> io::Result<Digest> {
+    pub fn finish(mut self) -> io::Result<ReadBack> {
         let mut sink = [0u8; 64 * 1024];
         while self.read(&mut sink)? > 0 {}
         drop(self.decoder);
@@ -394,9 +428,9 @@ impl<R: Read> PlainReader<R> {
         let mut stored = stored;
         io::copy(&mut stored, &mut io::sink())?;
         let (stored_bytes, stored_sha256) = stored.finish();
-        Ok(Digest {
+        Ok(ReadBack {
             plain_bytes: self.plain_bytes,
-            plain_sha256: hex::encode(self.plain.finalize()),
+            plain_sha256: self.plain.take().map(|h| h.finish()).transpose()?,
             stored_bytes,
             stored_sha256,
         })
@@ -410,7 +444,9 @@ impl<R: Read> Read for PlainReader<R> {
             Decoder::Gzip(r) => r.read(buf)?,
             Decoder::Zstd(r) => r.read(buf)?,
         };
-        self.plain.update(&buf[..n]);
+        if let Some(h) = &mut self.plain {
+            h.update(&buf[..n])?;
+        }
         self.plain_bytes += n as u64;
         Ok(n)
     }
@@ -419,6 +455,7 @@ impl<R: Read> Read for PlainReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest as _, Sha256};
 
     fn roundtrip(c: Compression) {
         let data: Vec<u8> = (0..300_000u32)
@@ -457,7 +494,16 @@ mod tests {
         let mut back = Vec::new();
         r.read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
-        assert_eq!(r.finish().unwrap(), digest);
+        assert_eq!(r.finish().unwrap(), read_back(&digest));
+    }
+
+    fn read_back(d: &Digest) -> ReadBack {
+        ReadBack {
+            plain_bytes: d.plain_bytes,
+            plain_sha256: Some(d.plain_sha256.clone()),
+            stored_bytes: d.stored_bytes,
+            stored_sha256: d.stored_sha256.clone(),
+        }
     }
 
     #[test]
@@ -511,7 +557,7 @@ mod tests {
             let mut back = Vec::new();
             rd.read_to_end(&mut back).unwrap();
             assert_eq!(back, data);
-            assert_eq!(rd.finish().unwrap(), digest);
+            assert_eq!(rd.finish().unwrap(), read_back(&digest));
             let no_id = Opening {
                 unseal: None,
                 ..how

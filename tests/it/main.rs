@@ -21,6 +21,7 @@ mod fault_disk;
 mod fault_s3;
 mod faults;
 mod field;
+mod multimember;
 mod notify;
 mod offsite;
 mod offsite_faults;

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use crate::pipeline::sha::Sha256;
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::{connect, read_back, remote_io, remote_records, RemoteEntry};
@@ -280,7 +280,7 @@ async fn fetch_file(remote: &Remote, into: &Path, name: &str, sha: Option<&str>)
         f.write_all(&chunk)
             .map_err(|e| Error::io("cannot write", &path, e))?;
     }
-    let got = hex::encode(h.finalize());
+    let got = h.finish_hex();
     if let Some(want) = sha {
         if got != want {
             return Err(Error::from(RemoteError {

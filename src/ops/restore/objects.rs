@@ -10,9 +10,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::Instant;
 
+use crate::pipeline::sha::Sha256;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -477,7 +477,7 @@ fn send_entry(
 ) -> Result<bool> {
     let mut hasher = Sha256::new();
     let sha_mismatch = |h: Sha256, m: &IndexEntry| {
-        let got = hex::encode(h.finalize());
+        let got = h.finish_hex();
         (got != m.sha256).then(|| {
             format!(
                 "object {:?}: sha256 {got}, the index says {}",

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use crate::pipeline::sha::Sha256;
 use aws_sdk_s3::Client;
-use sha2::{Digest as _, Sha256};
 use tokio::task::JoinSet;
 
 use super::compare::{is_scratch_bucket, sample, BUCKET_PREFIX};
@@ -191,7 +191,7 @@ async fn read_back(client: &Client, bucket: &str, m: &IndexEntry) -> Result<Vec<
         let chunk = chunk.map_err(|e| Error::step(format!("reading back {:?}", m.key), e))?;
         h.update(&chunk);
     }
-    let sha = hex::encode(h.finalize());
+    let sha = h.finish_hex();
     if sha != m.sha256 {
         found.push(miss(
             "sha256",
