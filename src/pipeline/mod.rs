@@ -234,6 +234,20 @@ impl<W: Write> Write for StoreWriter<W> {
     }
 }
 
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 fn keep_tail(tail: &mut Vec<u8>, buf: &[u8]) {
     if buf.len() >= TAIL {
         tail.clear();

@@ -23,6 +23,8 @@ use std::thread::JoinHandle;
 
 use libdeflater::{CompressionLvl, Compressor, Decompressor};
 
+use super::read_full;
+
 /// Plain bytes per member. 1 MiB keeps the loss against one continuous stream (the 32 KiB window
 /// restarts at every member) under 0.5 % on dumps, and the memory in flight small.
 pub const BLOCK: usize = 1 << 20;
@@ -379,20 +381,6 @@ impl<R: Read> ParGzReader<R> {
             }
         }
     }
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 impl<R: Read> Read for ParGzReader<R> {

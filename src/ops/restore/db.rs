@@ -337,6 +337,25 @@ fn read_dump(
             return;
         }
     };
+    if !no_owner {
+        // Nothing to leave out: whole chunks, no line splitting.
+        let mut plain = plain;
+        loop {
+            let mut chunk = vec![0u8; 256 * 1024];
+            let n = match crate::pipeline::read_full(&mut plain, &mut chunk) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(unreadable(e)));
+                    return;
+                }
+            };
+            chunk.truncate(n);
+            if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                return;
+            }
+        }
+    }
     let mut plain = BufReader::with_capacity(256 * 1024, plain);
     let mut line = Vec::new();
     let mut chunk = Vec::with_capacity(256 * 1024);
