@@ -23,13 +23,13 @@ apt_install() {
 }
 
 # PostgreSQL server + client (initdb, postgres, pg_dump, psql) and the tools the tests use to check
-# results independently (gzip, zstd, tar, sha256sum, mount, diff, man), libfaketime, which runs
+# results independently (gzip, zstd, tar, sha256sum, b3sum, mount, diff, man), libfaketime, which runs
 # stackback at a chosen clock, strace, which shows the modes files are created with, the stock
 # age CLI (age, age-keygen), which must open what stackback encrypts, and OpenSSH (ssh-keygen for
 # keys; ssh for the SFTP remote), and rclone, which serves the WebDAV and SFTP remotes.
 ensure_system_deps() {
   apt_install ca-certificates curl openssl gzip zstd tar coreutils util-linux mount time procps \
-    diffutils man-db bsdextrautils faketime strace python3 age openssh-client rclone
+    diffutils man-db bsdextrautils b3sum faketime strace python3 age openssh-client rclone
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     apt_install postgresql postgresql-client
   fi

@@ -20,10 +20,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::naming::{ArtifactKind, RunId};
 use crate::error::RecordError;
-use crate::pipeline::Compression;
+use crate::pipeline::{Compression, PlainAlgo, PlainSum};
 
-/// Version of the run-record schema this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version of the run-record schema this build writes. Schema 3 keeps the plain side's BLAKE3
+/// (`plain_blake3`) where 1-2 kept its SHA-256 (`plain_sha256`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The state of a run: what its record says, and what `list` makes of it.
 ///
@@ -175,7 +176,12 @@ pub struct ArtifactRecord {
     pub stored_bytes: u64,
     pub stored_sha256: String,
     pub plain_bytes: u64,
-    pub plain_sha256: String,
+    /// BLAKE3 of the decompressed stream (schema 3 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_blake3: Option<String>,
+    /// SHA-256 of the decompressed stream (schema 1-2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_sha256: Option<String>,
     pub started_at: DateTime<Utc>,
     pub duration_ms: u64,
     /// Objects in a bucket artifact.
@@ -206,6 +212,23 @@ impl ArtifactRecord {
     /// The files this artifact occupies in the backup directory: the archive and its index.
     pub fn files(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.file.as_str()).chain(self.index_file.as_deref())
+    }
+
+    /// The plain side's checksum: BLAKE3 where the record keeps one, else SHA-256 (schema 1-2).
+    pub fn plain_sum(&self) -> Option<PlainSum> {
+        let sum = |algo, hex: &String| PlainSum {
+            algo,
+            hex: hex.clone(),
+        };
+        (self
+            .plain_blake3
+            .as_ref()
+            .map(|h| sum(PlainAlgo::Blake3, h)))
+        .or_else(|| {
+            self.plain_sha256
+                .as_ref()
+                .map(|h| sum(PlainAlgo::Sha256, h))
+        })
     }
 }
 
@@ -384,6 +407,12 @@ impl RunRecord {
                 "it names {bad:?}, which is not an artifact file name of the backup directory"
             )));
         }
+        if let Some(a) = record.artifacts.iter().find(|a| a.plain_sum().is_none()) {
+            return Err(RecordError::Invalid(format!(
+                "artifact {:?} has no plain checksum (plain_blake3 or plain_sha256)",
+                a.file
+            )));
+        }
         record.checksum_matched = if schema >= 2 {
             value
                 .as_object_mut()
@@ -527,12 +556,12 @@ mod tests {
     #[test]
     fn newer_schemas_are_refused() {
         let mut v: serde_json::Value = serde_json::from_slice(&record().to_json()).unwrap();
-        v["schema"] = 3.into();
+        v["schema"] = 4.into();
         let err = RunRecord::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert_eq!(
             err,
             RecordError::TooNew {
-                found: 3,
+                found: 4,
                 supported: SCHEMA_VERSION
             }
         );

@@ -40,7 +40,7 @@ pub enum Problem {
         recorded: String,
     },
     /// The decompressed content differs from the run record.
-    PlainMismatch { bytes: u64, sha256: String },
+    PlainMismatch { bytes: u64, sum: String },
     /// A plain dump lacks its completion line: pg_dump did not finish.
     IncompleteDump { marker: &'static str },
     /// A bucket archive disagrees with its object index (order, sizes, checksums, count).
@@ -104,9 +104,9 @@ impl fmt::Display for Problem {
                 f,
                 "object index sha256 is {actual}, the run record says {recorded}"
             ),
-            Problem::PlainMismatch { bytes, sha256 } => write!(
+            Problem::PlainMismatch { bytes, sum } => write!(
                 f,
-                "decompressed content differs from the run record ({bytes} bytes, sha256 {sha256})"
+                "decompressed content differs from the run record ({bytes} bytes, {sum})"
             ),
             Problem::IncompleteDump { marker } => write!(
                 f,

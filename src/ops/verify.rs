@@ -119,8 +119,10 @@ pub struct Checked {
 /// How a full check proves the decompressed content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlainProof {
-    /// Its SHA-256 against the record's `plain_sha256`: `verify`, on a file of any age.
-    Sha256,
+    /// Its checksum against the record's (`plain_blake3`, or `plain_sha256` in records of
+    /// schema 1-2), and each bucket object's SHA-256 against the index: `verify`, on a file of
+    /// any age.
+    Hash,
     /// The codec's own checksums (each gzip member's CRC-32 and size, zstd's frame checksum,
     /// age's MACs), computed from the plain bytes as they were written, plus the stored SHA-256:
     /// the run's check of a file it has just written and hashed on the way in. It skips a second
@@ -162,16 +164,23 @@ pub fn check_artifact(
     };
     let mut reader = PlainReader::open(std::io::BufReader::with_capacity(256 * 1024, file), how)
         .map_err(open_error)?;
-    if proof == PlainProof::Codec {
-        reader = reader.without_plain_hash();
-    }
+    let want = a.plain_sum().ok_or_else(|| {
+        CheckError::Bad(Problem::undecodable(format!(
+            "the run record keeps no plain checksum for {}",
+            a.file
+        )))
+    })?;
+    reader = match proof {
+        PlainProof::Codec => reader.without_plain_hash(),
+        PlainProof::Hash => reader.hashing_plain(want.algo).map_err(unreadable)?,
+    };
     // A sealed index is proven above against the same plain checksum the archive's own copy
     // must match: the archive is checked against that copy, with no plaintext written anywhere.
     let exp = ArchiveExpectations {
         index_file: sidecar.as_deref().filter(|_| !a.sealed()),
         index_sha256: a.index_sha256.as_deref(),
         objects: a.objects,
-        hash_objects: proof == PlainProof::Sha256,
+        hash_objects: proof == PlainProof::Hash,
     };
     let content = check_content(a.kind, &mut reader, &exp)?;
     let digest = reader.finish().map_err(|e| {
@@ -184,14 +193,13 @@ pub fn check_artifact(
             recorded: a.stored_sha256.clone(),
         }));
     }
-    let plain_differs = digest
-        .plain_sha256
-        .as_ref()
-        .is_some_and(|sha| *sha != a.plain_sha256);
+    let plain_differs = digest.plain_sum.as_ref().is_some_and(|sum| *sum != want);
     if plain_differs || digest.plain_bytes != a.plain_bytes {
         return Err(CheckError::Bad(Problem::PlainMismatch {
             bytes: digest.plain_bytes,
-            sha256: digest.plain_sha256.unwrap_or_else(|| "not computed".into()),
+            sum: digest
+                .plain_sum
+                .map_or_else(|| "not computed".into(), |s| s.to_string()),
         }));
     }
     let opened = if a.sealed() { "decrypted, " } else { "" };
@@ -538,7 +546,7 @@ fn check_record_artifacts(
                 a.verification.detail
             ))
         } else {
-            match check_artifact(ctx.dir.path(), a, ctx.th, ctx.ids, PlainProof::Sha256) {
+            match check_artifact(ctx.dir.path(), a, ctx.th, ctx.ids, PlainProof::Hash) {
                 Ok(c) => Outcome::Ok(c.detail),
                 Err(CheckError::Bad(p)) => Outcome::Failed(p),
                 Err(CheckError::Key(k)) => Outcome::Unopenable(k),

@@ -1,4 +1,4 @@
-//! SHA-256 of a stream on a thread of its own. SHA-256 cannot be split across cores, and on a CPU
+//! SHA-256 of a stream on a thread of its own (the plain checksum of records of schema 1-2). SHA-256 cannot be split across cores, and on a CPU
 //! without SHA extensions it runs at about 230 MB/s: on the reading thread it would cap the
 //! whole pipeline there. Here the reading thread only copies each block into a queue of 1 MiB
 //! buffers (bounded, so memory stays bounded whatever the stream's size) and goes on.

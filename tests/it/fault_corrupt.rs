@@ -152,7 +152,7 @@ fn an_edited_run_record_fails_verification_however_it_was_edited() {
         ("not an object", "[]".into()),
         (
             "a higher schema",
-            original.replace("\"schema\": 2", "\"schema\": 99"),
+            original.replace("\"schema\": 3", "\"schema\": 99"),
         ),
     ];
     for (what, text) in by_hand {
@@ -167,8 +167,8 @@ fn an_edited_run_record_fails_verification_however_it_was_edited() {
             vec![("artifacts.0.stored_sha256".into(), "ab".repeat(32).into())],
         ),
         (
-            "a plain SHA-256",
-            vec![("artifacts.0.plain_sha256".into(), "cd".repeat(32).into())],
+            "a plain BLAKE3",
+            vec![("artifacts.0.plain_blake3".into(), "cd".repeat(32).into())],
         ),
         (
             "a stored size",

@@ -63,8 +63,8 @@ fn a_dump_of_several_gzip_members_restores_with_gunzip_and_psql_and_verifies() {
     assert!(ok, "gzip -t: {out}");
     let plain = facts(&dump, "gunzip -c");
     assert_eq!(
-        plain.plain_sha256,
-        rec["artifacts"][0]["plain_sha256"].as_str().unwrap()
+        plain.plain_blake3,
+        rec["artifacts"][0]["plain_blake3"].as_str().unwrap()
     );
 
     // The seed's recipe restores it.
@@ -79,6 +79,31 @@ fn a_dump_of_several_gzip_members_restores_with_gunzip_and_psql_and_verifies() {
 
     let r = stackback(&["verify", "latest"], &env);
     assert_eq!(r.code, 0, "{}", r.all());
+
+    // A record of schema 2 keeps the plain side's SHA-256 instead of BLAKE3: verify checks that
+    // one, computed here by coreutils, and fails on a wrong one.
+    let record = tmp.path().join(
+        files(tmp.path())
+            .into_iter()
+            .find(|f| f.starts_with("run_") && f.ends_with(".json"))
+            .unwrap(),
+    );
+    let current = std::fs::read(&record).unwrap();
+    let plain_sha = sh(&format!("gunzip -c {} | sha256sum", shell_quote(&dump)));
+    let plain_sha = plain_sha.split_whitespace().next().unwrap().to_string();
+    for (sum, want) in [(plain_sha.clone(), 0), ("ab".repeat(32), 3)] {
+        forge_record(
+            &record,
+            &[
+                ("schema", 2.into()),
+                ("artifacts.0.plain_blake3", serde_json::Value::Null),
+                ("artifacts.0.plain_sha256", sum.clone().into()),
+            ],
+        );
+        let r = stackback(&["verify", "latest"], &env);
+        assert_eq!(r.code, want, "schema 2, plain sha256 {sum}: {}", r.all());
+        std::fs::write(&record, &current).unwrap();
+    }
 
     // One flipped bit inside the third member's deflate data: gzip and we both refuse it.
     let mut bytes = std::fs::read(&dump).unwrap();

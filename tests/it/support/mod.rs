@@ -447,12 +447,13 @@ pub fn forge_record<S: AsRef<str>>(path: &Path, edits: &[(S, serde_json::Value)]
     );
 }
 
-/// Size and SHA-256 of a file and of its decompressed content, by coreutils and `decompress`.
+/// Size and SHA-256 of a file and size and BLAKE3 of its decompressed content, by coreutils,
+/// `b3sum` and `decompress`.
 pub struct Facts {
     pub stored_bytes: u64,
     pub stored_sha256: String,
     pub plain_bytes: u64,
-    pub plain_sha256: String,
+    pub plain_blake3: String,
 }
 
 pub fn facts(file: &Path, decompress: &str) -> Facts {
@@ -463,7 +464,7 @@ pub fn facts(file: &Path, decompress: &str) -> Facts {
         stored_bytes: size(format!("wc -c < {f}")),
         stored_sha256: sha(format!("sha256sum {f}")),
         plain_bytes: size(format!("{decompress} {f} | wc -c")),
-        plain_sha256: sha(format!("{decompress} {f} | sha256sum")),
+        plain_blake3: sha(format!("{decompress} {f} | b3sum")),
     }
 }
 
@@ -484,8 +485,8 @@ impl Facts {
                 self.plain_bytes.into(),
             ),
             (
-                format!("artifacts.{i}.plain_sha256"),
-                self.plain_sha256.clone().into(),
+                format!("artifacts.{i}.plain_blake3"),
+                self.plain_blake3.clone().into(),
             ),
         ]
     }
