@@ -3,7 +3,8 @@
 //! connection resets are retried and the run succeeds; persistent ones fail the bucket clearly
 //! (exit 1, `partial`, the database kept and verified, alerted); the process killed at 10 %, 50 %
 //! and 90 % of a bucket leaves nothing that passes for a backup. Every scenario checks the earlier
-//! backup byte for byte and a good run once the fault is gone.
+//! backup byte for byte and a good run once the fault is gone. A restore's upload changed on the
+//! way is refused by the server (uploads carry a Content-MD5 instead of a payload signature).
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -25,6 +26,13 @@ s3_tests!(
     a_body_cut_short_every_time_fails_the_bucket_saying_why,
     a_large_object_cut_twice_is_resumed_from_where_it_broke,
 );
+
+/// Garage only: moto checks neither Content-MD5 nor payload signatures, so on moto no client could
+/// be refused a changed body. Garage, MinIO and S3 itself check Content-MD5.
+#[test]
+fn garage_refuses_an_upload_changed_on_the_way() {
+    an_upload_changed_on_the_way_is_refused_by_the_server(crate::support::s3::garage());
+}
 
 /// A run through a proxy in front of `s3`: the proxy, the alert receivers, the environment.
 struct Setup {
@@ -360,4 +368,90 @@ fn a_large_object_cut_twice_is_resumed_from_where_it_broke(s3: &S3Server) {
         .unwrap();
     assert_eq!(got["sha256"], want["sha256"], "{got}");
     assert_eq!(got["size"], want["size"], "{got}");
+}
+
+/// `restore objects` through a proxy that flips one byte of a PutObject body and of every part of
+/// a multipart upload: uploads are not signed (UNSIGNED-PAYLOAD, for speed), so the Content-MD5 they
+/// carry is what makes the server refuse a body changed on the way. The restore fails (exit 1)
+/// naming the key, and no object in the target differs from the source (boto3's SHA-256); without
+/// the faults the same restore gives every object back.
+fn an_upload_changed_on_the_way_is_refused_by_the_server(s3: &S3Server) {
+    let b = bucket_name("md5");
+    s3.tool(&["populate", &b, "--big-mib", "9"]);
+    let s = setup(s3, b.clone());
+    let r = stackback(&["run"], &s.env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let want: std::collections::BTreeMap<String, serde_json::Value> = s3
+        .dump(&b)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["sha256"].clone()))
+        .collect();
+    assert!(want.contains_key("big/video.bin"), "{want:?}");
+
+    for (target, fault_path) in [
+        (bucket_name("md5small"), "/images/logo.png"),
+        (bucket_name("md5part"), "/big/video.bin"),
+    ] {
+        s.proxy.clear();
+        let path = format!("/{target}{fault_path}");
+        s.proxy
+            .add(Rule::new(Some("PUT"), &path, Fault::CorruptUpload));
+        let r = stackback(
+            &[
+                "restore",
+                "objects",
+                "latest",
+                "--bucket",
+                &target,
+                "--create-bucket",
+            ],
+            &s.env,
+        );
+        assert_eq!(r.code, 1, "{path}: {}", r.all());
+        assert!(
+            s.proxy.seen().iter().any(|x| x.fault.is_some()),
+            "{path}: no upload was corrupted: {:?}",
+            s.proxy.seen()
+        );
+        let key = fault_path.trim_start_matches('/');
+        assert!(
+            r.stderr.contains(key),
+            "{path}: the error does not name {key}: {}",
+            r.all()
+        );
+        for line in s3.dump(&target) {
+            let got: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let k = got["key"].as_str().unwrap();
+            assert_eq!(got["sha256"], want[k], "{k} landed changed in {target}");
+            assert_ne!(k, key, "{k}: the changed upload was stored");
+        }
+        let open = s3.tool(&["uploads", &target]);
+        assert!(
+            open.trim().is_empty(),
+            "multipart uploads left open: {open}"
+        );
+    }
+
+    s.proxy.clear();
+    let target = bucket_name("md5ok");
+    let r = stackback(
+        &[
+            "restore",
+            "objects",
+            "latest",
+            "--bucket",
+            &target,
+            "--create-bucket",
+        ],
+        &s.env,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got: std::collections::BTreeMap<String, serde_json::Value> = s3
+        .dump(&target)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["key"].as_str().unwrap().to_string(), v["sha256"].clone()))
+        .collect();
+    assert_eq!(got, want);
 }

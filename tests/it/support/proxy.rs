@@ -4,7 +4,7 @@
 //! `Host` header too, so SigV4 signatures stay valid) unless a [`Rule`] matches, and then the
 //! rule's [`Fault`] is applied: an error status instead of the answer, a delay, a connection reset
 //! before or in the middle of the answer, an upload cut in the middle of its body, a corrupted
-//! body, or a hold until the test opens a [`Gate`] (to make a race happen at a chosen point,
+//! answer or upload body, or a hold until the test opens a [`Gate`] (to make a race happen at a chosen point,
 //! every time). Every request is logged.
 //!
 //! One upstream connection per request keeps the relaying simple; the client's connection is kept
@@ -36,6 +36,9 @@ pub enum Fault {
     CutUpload(usize),
     /// Forward, and flip one byte in the middle of the answer's body (length unchanged).
     CorruptBody,
+    /// Forward the request with one byte in the middle of its body flipped (length unchanged):
+    /// an upload changed on the way, which the server must refuse.
+    CorruptUpload,
     /// Wait until the gate opens, then forward.
     Hold(Gate),
 }
@@ -317,7 +320,11 @@ fn serve(client: TcpStream, upstream: SocketAddr, state: &Mutex<State>) -> std::
         let up = TcpStream::connect(upstream)?;
         let mut up_w = up.try_clone()?;
         up_w.write_all(&req.raw)?;
-        relay_body(&req, &mut reader, &mut up_w, &Body::Plain)?;
+        let upload = match &fault {
+            Some(Fault::CorruptUpload) => Body::Corrupt,
+            _ => Body::Plain,
+        };
+        relay_body(&req, &mut reader, &mut up_w, &upload)?;
         up_w.flush()?;
         let mut up_r = BufReader::new(up);
         let resp = loop {
