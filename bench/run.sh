@@ -25,7 +25,8 @@
 # Usage: bench/run.sh [--db-scales "20 40"] [--objects 5000] [--reps 3] [--skip-bucket] [--skip-db]
 #                     [--profile]
 #   STACKBACK_BIN=path  use this binary instead of building target/release/stackback
-#   --profile           perf record of the database gzip run at the first scale, report printed last
+#   --profile           perf record of the database gzip and zstd runs at the first scale, reports
+#                       printed last
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -197,6 +198,7 @@ MACHINE=$(
   echo "reps:      $REPS (median by wall)"
 )
 DATASETS=()
+PROFILED=()
 
 # --- database --------------------------------------------------------------------------------------
 
@@ -272,7 +274,8 @@ bench_db() {
     bench_db_largest "$scale" "$db" "$plain"
   fi
   if [ "$PROFILE" -eq 1 ] && [ "$scale" = "$FIRST_SCALE" ]; then
-    profile "$db"
+    profile "$db" gzip
+    profile "$db" zstd
   fi
   "${PSQL[@]}" -d postgres -c "DROP DATABASE $db"   # its disk, before the next scale's
 }
@@ -325,15 +328,17 @@ bench_db_largest() {
   row_add base-restore "$work, restore db" "gunzip -c | psql" "$plain" sb-restore
 }
 
-# profile DB: perf of the database gzip run; the report is printed after the tables.
+# profile DB COMPRESSION: perf of one database run; the report is printed after the tables.
 profile() {
-  log "perf record of stackback run (gzip, $1)"
+  log "perf record of stackback run ($2, $1)"
   rm -rf "$WORK/sb-perf"; mkdir -p "$WORK/sb-perf"
-  quiet perf-record env "${SB_ENV[@]}" POSTGRES_DB="$1" BACKUP_DIR="$WORK/sb-perf" BACKUP_COMPRESSION=gzip \
-    perf record -g -o "$WORK/perf.data" -- "$SB" run
+  quiet perf-record env "${SB_ENV[@]}" POSTGRES_DB="$1" BACKUP_DIR="$WORK/sb-perf" BACKUP_COMPRESSION="$2" \
+    perf record -g -o "$WORK/perf-$2.data" -- "$SB" run
   # To a file first: `perf report | head` would make perf die of SIGPIPE under pipefail.
-  perf report -i "$WORK/perf.data" --stdio --no-children --percent-limit 2 > "$WORK/perf-report.txt" 2>"$WORK/logs/perf-report.log" \
+  perf report -i "$WORK/perf-$2.data" --stdio --no-children --sort comm,dso,sym -g none --percent-limit 1.5 \
+    > "$WORK/perf-report-$2.txt" 2>"$WORK/logs/perf-report.log" \
     || { cat "$WORK/logs/perf-report.log" >&2; die "perf report failed"; }
+  PROFILED+=("$2")
 }
 
 # --- bucket ----------------------------------------------------------------------------------------
@@ -466,8 +471,8 @@ echo
 echo "| target | measured ratio | goal | met? |"
 echo "|---|---:|---:|---|"
 printf '%s\n' "${TARGETS[@]}"
-if [ "$PROFILE" -eq 1 ]; then
+for c in "${PROFILED[@]}"; do
   echo
-  echo "perf report (stackback run, gzip, scale $FIRST_SCALE):"
-  head -n 60 "$WORK/perf-report.txt"
-fi
+  echo "perf report (stackback run, $c, scale $FIRST_SCALE; stackback's own threads):"
+  grep -v '^#' "$WORK/perf-report-$c.txt" | grep -v '^$' | head -n 25
+done

@@ -2,7 +2,8 @@
 //! ([`crate::source::snapshot`]): one `REPEATABLE READ` transaction exports its snapshot, pg_dump
 //! runs with `--snapshot`, and the same transaction counts each table while pg_dump runs. The
 //! transaction stays open until pg_dump has exited (it must outlive pg_dump's import of the
-//! snapshot). Counts that cannot be taken are a warning: the dump is the backup.
+//! snapshot). Counts that cannot be taken are a warning: the dump is the backup. A sealed run
+//! counts nothing (its record must not name tables) and lets pg_dump take its own snapshot.
 
 use tracing::warn;
 
@@ -23,7 +24,10 @@ impl RunCtx<'_> {
         server_answered: bool,
     ) -> Result<()> {
         let pg = self.cfg.postgres;
-        let snapshot = if server_answered {
+        // A sealed run's record must not name tables, so its counts would be thrown away: it
+        // does not scan the tables for them.
+        let count = self.cfg.recipients.is_none();
+        let snapshot = if server_answered && count {
             match Snapshot::export(pg).await {
                 Ok(s) => Some(s),
                 Err(e) => {
@@ -64,10 +68,9 @@ impl RunCtx<'_> {
         }
         dumped?;
         match counted {
-            // Table names and sizes are names from inside the backup: a sealed run's record must
-            // not show them, so the counts stay out of it (restore tests then prove the load and
-            // the tables, anomalies judge sizes only).
-            Some(Ok(_)) if self.cfg.recipients.is_some() => {}
+            // Table names and sizes are names from inside the backup: a sealed run's record does
+            // not show them (restore tests then prove the load and the tables, anomalies judge
+            // sizes only), so a sealed run counts nothing.
             Some(Ok(tables)) => {
                 let file = self.rec.artifacts.last().map(|a| a.file.clone());
                 if let Some(file) = file {
