@@ -7,6 +7,7 @@
 #     stackback run, zstd       vs  pg_dump > /dev/null               goal wall <= 1.15x
 #     stackback run, gzip/zstd with age encryption (largest scale; no goal, same baselines)
 #     stackback verify FILE     vs  gunzip -c FILE | sha256sum        goal <= 0.5x  (largest scale)
+#                               and gunzip -c FILE | b3sum (the checksum stackback keeps; no goal)
 #     stackback restore db      vs  gunzip -c FILE | psql             goal <= 1.0x  (largest scale)
 #   bucket (PDF-like objects on Garage):
 #     stackback run             vs  rclone copy + tar czf             goal <= 0.5x
@@ -306,9 +307,12 @@ bench_db_largest() {
     log "scale $scale, rep $rep/$REPS: verify"
     rep_begin; timed env "${SB_ENV[@]}" POSTGRES_DB="$db" BACKUP_DIR="$dir" "$SB" verify "$file"; rep_end sb-verify -
     rep_begin; timed bash -c 'set -o pipefail; gunzip -c "$1" | sha256sum' _ "$file"; rep_end base-verify -
+    # The same work with the plain checksum stackback keeps (BLAKE3): a reference row, no target.
+    rep_begin; timed bash -c 'set -o pipefail; gunzip -c "$1" | b3sum' _ "$file"; rep_end base-verify-b3 -
   done
   row_add sb-verify "$work, verify gzip" "stackback verify FILE" "$plain"
   row_add base-verify "$work, verify gzip" "gunzip -c | sha256sum" "$plain" sb-verify
+  row_add base-verify-b3 "$work, verify gzip" "gunzip -c | b3sum (reference)" "$plain" sb-verify
 
   # Restores into a fresh, empty database, dropped and made again (and checkpointed) untimed.
   fresh_target() {

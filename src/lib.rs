@@ -5,7 +5,7 @@
 //! [`ops`] and renders the typed report it returns. Data flows one way:
 //!
 //! ```text
-//! source (pg_dump, bucket) ──► pipeline (sha256 plain → compress → sha256 stored) ──► sink (backup dir) ──► catalog (run record)
+//! source (pg_dump, bucket) ──► pipeline (blake3 plain → compress → sha256 stored) ──► sink (backup dir) ──► catalog (run record)
 //! ```
 //!
 //! ```no_run

@@ -365,7 +365,7 @@ impl RunRecord {
         self.checksum_matched
     }
 
-    /// Serialises with a fresh self-checksum (schema 2: over the JSON with sorted keys). The file
+    /// Serialises with a fresh self-checksum (schema 2 on: over the JSON with sorted keys). The file
     /// keeps the struct's field order, for people reading it.
     pub fn to_json(&self) -> Vec<u8> {
         let mut copy = self.clone();
@@ -407,9 +407,16 @@ impl RunRecord {
                 "it names {bad:?}, which is not an artifact file name of the backup directory"
             )));
         }
-        if let Some(a) = record.artifacts.iter().find(|a| a.plain_sum().is_none()) {
+        // Schema 3 keeps BLAKE3, schemas 1-2 SHA-256: a record holding the other kind was not
+        // written by any build.
+        let (field, has): (&str, fn(&ArtifactRecord) -> bool) = if schema >= 3 {
+            ("plain_blake3", |a| a.plain_blake3.is_some())
+        } else {
+            ("plain_sha256", |a| a.plain_sha256.is_some())
+        };
+        if let Some(a) = record.artifacts.iter().find(|a| !has(a)) {
             return Err(RecordError::Invalid(format!(
-                "artifact {:?} has no plain checksum (plain_blake3 or plain_sha256)",
+                "artifact {:?} has no {field}, which records of schema {schema} keep",
                 a.file
             )));
         }

@@ -193,7 +193,12 @@ pub fn check_artifact(
             recorded: a.stored_sha256.clone(),
         }));
     }
-    let plain_differs = digest.plain_sum.as_ref().is_some_and(|sum| *sum != want);
+    // A full check that computed no plain sum proves nothing of the plain side: that is a failure.
+    let plain_differs = match (&digest.plain_sum, proof) {
+        (Some(sum), _) => *sum != want,
+        (None, PlainProof::Codec) => false,
+        (None, PlainProof::Hash) => true,
+    };
     if plain_differs || digest.plain_bytes != a.plain_bytes {
         return Err(CheckError::Bad(Problem::PlainMismatch {
             bytes: digest.plain_bytes,

@@ -436,9 +436,7 @@ impl<R: Read> PlainReader<R> {
     /// Hashes the plain side with `algo` (BLAKE3 unless told otherwise): the one the record
     /// being checked keeps.
     pub fn hashing_plain(mut self, algo: PlainAlgo) -> io::Result<Self> {
-        if algo != PlainAlgo::Blake3 {
-            self.plain = Some(PlainHasher::new(algo)?);
-        }
+        self.plain = Some(PlainHasher::new(algo)?);
         Ok(self)
     }
 

@@ -407,6 +407,28 @@ fn row_counts_are_taken_in_the_dumps_snapshot() {
     assert_eq!(orders["exact"], false, "{orders}");
     let n = orders["rows"].as_u64().unwrap();
     assert!((108_000..=132_000).contains(&n), "{orders}");
+
+    // An encrypted run's record names no table, so it counts nothing: no snapshot of ours, no
+    // count in the record.
+    let key = tmp.path().join("age.key");
+    sh(&format!("age-keygen -o {} 2>/dev/null", shell_quote(&key)));
+    let recipient = sh(&format!("age-keygen -y {}", shell_quote(&key)));
+    std::fs::remove_file(&log).unwrap();
+    let r = stackback(
+        &["run"],
+        &with(env.clone(), &[("BACKUP_AGE_RECIPIENTS", recipient.trim())]),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let args = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !args.contains("--snapshot="),
+        "a sealed run exported a snapshot: {args}"
+    );
+    let rec = records(&dir)
+        .into_iter()
+        .max_by_key(|r| r["sequence"].as_u64())
+        .unwrap();
+    assert!(rec["row_counts"].is_null(), "{rec}");
 }
 
 /// A sample of BACKUP_RESTORE_TEST_SAMPLE objects, or every one with `--full`; objects that come

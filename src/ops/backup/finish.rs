@@ -99,7 +99,7 @@ pub(super) fn in_stream_note(kind: ArtifactKind, c: &Checked) -> String {
     match (c.level, kind) {
         (VerifyLevel::Full, _) => c.detail.clone(),
         (VerifyLevel::Stored, ArtifactKind::Database | ArtifactKind::Globals) => format!(
-            "dump complete and plain sha256 taken in the stream before encryption; {}",
+            "dump complete and plain blake3 taken in the stream before encryption; {}",
             c.detail
         ),
         (VerifyLevel::Stored, ArtifactKind::Objects) => format!(
@@ -107,7 +107,7 @@ pub(super) fn in_stream_note(kind: ArtifactKind, c: &Checked) -> String {
             c.detail
         ),
         (VerifyLevel::Stored, ArtifactKind::Volume) => format!(
-            "plain sha256 taken in the stream before encryption; {}",
+            "plain blake3 taken in the stream before encryption; {}",
             c.detail
         ),
     }

@@ -4,7 +4,7 @@ as a forger would: what verification must still catch then is the content, not t
 
 usage: record.py FILE [PATH JSON]...
   PATH is dotted (artifacts.0.stored_sha256); JSON is the new value (a JSON literal).
-Schema 2: record_sha256 = SHA-256 of the record's compact JSON without that field, keys sorted.
+Schema 2 on: record_sha256 = SHA-256 of the record's compact JSON without that field, keys sorted.
 Schema 1: SHA-256 of the compact JSON (fields in file order) with that field "".
 """
 import hashlib
