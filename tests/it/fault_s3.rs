@@ -381,12 +381,7 @@ fn an_upload_changed_on_the_way_is_refused_by_the_server(s3: &S3Server) {
     let s = setup(s3, b.clone());
     let r = stackback(&["run"], &s.env);
     assert_eq!(r.code, 0, "{}", r.all());
-    let want: std::collections::BTreeMap<String, serde_json::Value> = s3
-        .dump(&b)
-        .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|v| (v["key"].as_str().unwrap().to_string(), v["sha256"].clone()))
-        .collect();
+    let want = sums(s3, &b);
     assert!(want.contains_key("big/video.bin"), "{want:?}");
 
     for (target, fault_path) in [
@@ -397,17 +392,7 @@ fn an_upload_changed_on_the_way_is_refused_by_the_server(s3: &S3Server) {
         let path = format!("/{target}{fault_path}");
         s.proxy
             .add(Rule::new(Some("PUT"), &path, Fault::CorruptUpload));
-        let r = stackback(
-            &[
-                "restore",
-                "objects",
-                "latest",
-                "--bucket",
-                &target,
-                "--create-bucket",
-            ],
-            &s.env,
-        );
+        let r = restore_into(&s.env, &target);
         assert_eq!(r.code, 1, "{path}: {}", r.all());
         assert!(
             s.proxy.seen().iter().any(|x| x.fault.is_some()),
@@ -435,23 +420,32 @@ fn an_upload_changed_on_the_way_is_refused_by_the_server(s3: &S3Server) {
 
     s.proxy.clear();
     let target = bucket_name("md5ok");
-    let r = stackback(
+    let r = restore_into(&s.env, &target);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let got = sums(s3, &target);
+    assert_eq!(got, want);
+}
+
+/// `restore objects latest` into a new bucket `target`.
+fn restore_into(env: &[(String, String)], target: &str) -> Run {
+    stackback(
         &[
             "restore",
             "objects",
             "latest",
             "--bucket",
-            &target,
+            target,
             "--create-bucket",
         ],
-        &s.env,
-    );
-    assert_eq!(r.code, 0, "{}", r.all());
-    let got: std::collections::BTreeMap<String, serde_json::Value> = s3
-        .dump(&target)
+        env,
+    )
+}
+
+/// Each object's SHA-256 in `bucket`, by key, as boto3 computes it.
+fn sums(s3: &S3Server, bucket: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    s3.dump(bucket)
         .iter()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .map(|v| (v["key"].as_str().unwrap().to_string(), v["sha256"].clone()))
-        .collect();
-    assert_eq!(got, want);
+        .collect()
 }
