@@ -70,7 +70,7 @@ settings! {
     RowCountExactLimit => "postgres.row_count_exact_limit", ["BACKUP_ROW_COUNT_EXACT_LIMIT"], false, Some("256MiB"), "row counts recorded with each dump are exact (count(*)) for tables up to this heap size, the planner's estimate above; 0: estimates only";
     BackupDir => "backup.dir", ["BACKUP_DIR"], false, Some("./backups"), "directory holding backups and run records";
     Compression => "backup.compression", ["BACKUP_COMPRESSION"], false, Some("gzip"), "gzip | zstd | none";
-    CompressionLevel => "backup.compression_level", ["BACKUP_COMPRESSION_LEVEL"], false, None, "gzip 1-9 (default 5), zstd 1-19 (default 3)";
+    CompressionLevel => "backup.compression_level", ["BACKUP_COMPRESSION_LEVEL"], false, None, "gzip 1-9 (default 5), zstd 1-19 (default 1)";
     RetentionDays => "backup.retention_days", ["BACKUP_RETENTION_DAYS"], false, Some("7"), "delete runs older than this many days";
     KeepLast => "backup.keep_last", ["BACKUP_KEEP_LAST"], false, Some("0"), "also keep the newest N good runs";
     KeepDaily => "backup.keep_daily", ["BACKUP_KEEP_DAILY"], false, Some("0"), "also keep the newest good run of each of the last N days";

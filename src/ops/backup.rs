@@ -20,7 +20,7 @@ use crate::catalog::{
 use crate::config::{Config, ObjectsConfig, PostgresConfig, StoreConfig, Thresholds};
 use crate::crypt::{Identities, Recipients};
 use crate::error::{Error, Result};
-use crate::ops::verify::{CheckError, Checked};
+use crate::ops::verify::{check_followed, CheckError, Checked, Followed};
 use crate::progress::Progress;
 use crate::redact::Redactor;
 use crate::retention::MAX_SKEW;
@@ -349,6 +349,7 @@ impl RunCtx<'_> {
         let t0 = Instant::now();
         let mut w = self.writer(&name)?;
         let temp = w.temp_path().to_path_buf();
+        let check = self.follow_check(&w, kind)?;
         let outcome = crate::source::child::stream_stdout(
             cmd,
             tool,
@@ -377,8 +378,31 @@ impl RunCtx<'_> {
             ));
         }
         let digest = w.commit()?;
+        let followed = check.await.map_err(|e| Error::step("verification", e))?;
         let art = self.new_artifact(kind, name, db, started, t0, digest);
-        self.verify_and_add(art).await
+        let (dir, th) = (self.dir.path().to_path_buf(), self.cfg.thresholds);
+        let judged = art.clone();
+        let checked = crate::ops::blocking("verification", move || {
+            Ok(followed.judge(&dir, &judged, &th))
+        })
+        .await?;
+        self.add_checked(art, checked)
+    }
+
+    /// Starts the run's check of an artifact as `w` writes it, on a thread of its own: it reads
+    /// the file while the source still produces, instead of after (see [`crate::sink::follow`]).
+    fn follow_check(
+        &self,
+        w: &ArtifactWriter,
+        kind: ArtifactKind,
+    ) -> Result<tokio::task::JoinHandle<Followed>> {
+        let f = w.follow()?;
+        let compression = self.cfg.store.compression;
+        let sealed = self.cfg.recipients.is_some();
+        let ids = self.cfg.identities.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            check_followed(f, kind, compression, sealed, ids.as_deref())
+        }))
     }
 
     fn writer(&self, name: &str) -> Result<ArtifactWriter> {
@@ -560,7 +584,7 @@ impl RunCtx<'_> {
     }
 
     /// Verifies the artifact from disk and adds it to the record; a failed check removes the file.
-    async fn verify_and_add(&mut self, mut art: ArtifactRecord) -> Result<()> {
+    async fn verify_and_add(&mut self, art: ArtifactRecord) -> Result<()> {
         let dir = self.dir.path().to_path_buf();
         let th = self.cfg.thresholds;
         let to_check = art.clone();
@@ -575,6 +599,16 @@ impl RunCtx<'_> {
             ))
         })
         .await?;
+        self.add_checked(art, checked)
+    }
+
+    /// Records a check's result on the artifact and adds it to the record; a failed check removes
+    /// the file.
+    fn add_checked(
+        &mut self,
+        mut art: ArtifactRecord,
+        checked: std::result::Result<Checked, CheckError>,
+    ) -> Result<()> {
         let (ok, detail, level) = match &checked {
             Ok(c) => (true, in_stream_note(art.kind, c), c.level),
             Err(e) => (false, e.to_string(), VerifyLevel::Full),

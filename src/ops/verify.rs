@@ -18,10 +18,12 @@ use crate::config::Thresholds;
 use crate::crypt::{Identities, UnsealError};
 use crate::error::{Checksum, Error, Problem, Result};
 use crate::ops::Selector;
-use crate::pipeline::{OpenError, Opening, PlainReader};
+use crate::pipeline::OpenError;
 use crate::sink::local::{BackupDir, TEMP_PREFIX};
 use crate::source::postgres::{tail_is_complete, DUMPALL_COMPLETE, DUMP_COMPLETE};
-use crate::units::human_bytes;
+
+mod stream;
+pub use stream::{check_followed, Followed};
 
 /// The minimum stored size for a kind (the seed: > 1 KiB for a database, > 512 B for a bucket).
 fn min_for(th: &Thresholds, kind: ArtifactKind) -> u64 {
@@ -146,75 +148,35 @@ pub fn check_artifact(
         check_sidecar(p, a, ids)?;
     }
     if a.sealed() && ids.is_none() {
-        let detail = check_sealed_file(&path, a)?;
+        let detail = stream::check_sealed_file(&path, a)?;
         return Ok(Checked {
             detail,
             level: VerifyLevel::Stored,
         });
     }
-    let unreadable = |e: std::io::Error| Problem::Unreadable {
-        what: path.display().to_string(),
+    let want = a.plain_sum().ok_or_else(|| stream::no_plain_sum(a))?;
+    let what = path.display().to_string();
+    let file = File::open(&path).map_err(|e| Problem::Unreadable {
+        what: what.clone(),
         detail: e.to_string(),
-    };
-    let file = File::open(&path).map_err(unreadable)?;
-    let how = Opening {
-        compression: a.compression,
-        unseal: ids,
-        sealed: a.sealed(),
-    };
-    let mut reader = PlainReader::open(std::io::BufReader::with_capacity(256 * 1024, file), how)
-        .map_err(open_error)?;
-    let want = a.plain_sum().ok_or_else(|| {
-        CheckError::Bad(Problem::undecodable(format!(
-            "the run record keeps no plain checksum for {}",
-            a.file
-        )))
     })?;
-    reader = match proof {
-        PlainProof::Codec => reader.without_plain_hash(),
-        PlainProof::Hash => reader.hashing_plain(want.algo).map_err(unreadable)?,
-    };
     // A sealed index is proven above against the same plain checksum the archive's own copy
     // must match: the archive is checked against that copy, with no plaintext written anywhere.
-    let exp = ArchiveExpectations {
-        index_file: sidecar.as_deref().filter(|_| !a.sealed()),
-        index_sha256: a.index_sha256.as_deref(),
-        objects: a.objects,
-        hash_objects: proof == PlainProof::Hash,
+    let how = stream::Reading {
+        kind: a.kind,
+        compression: a.compression,
+        sealed: a.sealed(),
+        ids,
+        hash_plain: (proof == PlainProof::Hash).then_some(want.algo),
+        exp: ArchiveExpectations {
+            index_file: sidecar.as_deref().filter(|_| !a.sealed()),
+            index_sha256: a.index_sha256.as_deref(),
+            objects: a.objects,
+            hash_objects: proof == PlainProof::Hash,
+        },
     };
-    let content = check_content(a.kind, &mut reader, &exp)?;
-    let digest = reader.finish().map_err(|e| {
-        Problem::undecodable(format!("{} stream does not decompress: {e}", a.compression))
-    })?;
-    if digest.stored_sha256 != a.stored_sha256 {
-        return Err(CheckError::Bad(Problem::ChecksumMismatch {
-            what: Checksum::Stored,
-            actual: digest.stored_sha256,
-            recorded: a.stored_sha256.clone(),
-        }));
-    }
-    // A full check that computed no plain sum proves nothing of the plain side: that is a failure.
-    let plain_differs = match (&digest.plain_sum, proof) {
-        (Some(sum), _) => *sum != want,
-        (None, PlainProof::Codec) => false,
-        (None, PlainProof::Hash) => true,
-    };
-    if plain_differs || digest.plain_bytes != a.plain_bytes {
-        return Err(CheckError::Bad(Problem::PlainMismatch {
-            bytes: digest.plain_bytes,
-            sum: digest
-                .plain_sum
-                .map_or_else(|| "not computed".into(), |s| s.to_string()),
-        }));
-    }
-    let opened = if a.sealed() { "decrypted, " } else { "" };
-    Ok(Checked {
-        detail: format!(
-            "sha256 ok, {opened}{} decompressed, {content}",
-            human_bytes(digest.plain_bytes)
-        ),
-        level: VerifyLevel::Full,
-    })
+    let seen = stream::read_stream(file, &how, &what)?;
+    stream::judge(&seen, a, proof)
 }
 
 /// The file exists, has the recorded size, and is above the kind's threshold.
@@ -248,26 +210,6 @@ fn check_size(
         });
     }
     Ok(())
-}
-
-/// The stored level of a sealed file: the ciphertext's SHA-256 and a well-formed age header.
-fn check_sealed_file(path: &Path, a: &ArtifactRecord) -> std::result::Result<String, Problem> {
-    let unreadable = |e: std::io::Error| Problem::Unreadable {
-        what: path.display().to_string(),
-        detail: e.to_string(),
-    };
-    let (_, sha) = crate::pipeline::hash_file(path).map_err(unreadable)?;
-    if sha != a.stored_sha256 {
-        return Err(Problem::ChecksumMismatch {
-            what: Checksum::Stored,
-            actual: sha,
-            recorded: a.stored_sha256.clone(),
-        });
-    }
-    let f = File::open(path).map_err(unreadable)?;
-    crate::crypt::check_header(std::io::BufReader::new(f))
-        .map_err(|e| Problem::undecodable(format!("not an age file: {e}")))?;
-    Ok("stored level: sha256 of the ciphertext ok, age header ok (no identity here for a full check)".into())
 }
 
 /// A reader that could not be opened: a key problem, or damage.

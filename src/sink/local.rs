@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::crypt::Recipients;
 use crate::error::{Error, Result};
 use crate::pipeline::{Compression, Digest, StoreWriter};
+use crate::sink::follow::{FollowHandle, Follower, Published};
 
 /// Prefix of every temp file stackback writes in the backup directory.
 pub const TEMP_PREFIX: &str = ".stackback-tmp.";
@@ -241,7 +242,8 @@ impl TempArtifact {
 /// Dropped before [`ArtifactWriter::commit`], the temp file is removed.
 pub struct ArtifactWriter {
     temp: TempArtifact,
-    w: StoreWriter<BufWriter<File>>,
+    w: StoreWriter<BufWriter<Published>>,
+    follow: FollowHandle,
 }
 
 impl ArtifactWriter {
@@ -260,18 +262,32 @@ impl ArtifactWriter {
             .writer()
             .try_clone()
             .map_err(|e| Error::io("cannot reopen", &path, e))?;
+        let published = Published::new(file);
+        let follow = published
+            .handle()
+            .map_err(|e| Error::io("cannot stat", &path, e))?;
         let w = StoreWriter::new(
-            BufWriter::with_capacity(256 * 1024, file),
+            BufWriter::with_capacity(256 * 1024, published),
             compression,
             level,
             recipients,
         )
         .map_err(|e| Error::io("cannot start compressing into", &path, e))?;
-        Ok(ArtifactWriter { temp, w })
+        Ok(ArtifactWriter { temp, w, follow })
     }
 
     pub fn temp_path(&self) -> &Path {
         self.temp.temp_path()
+    }
+
+    /// A reader of the stored bytes as they reach the file, ending once [`ArtifactWriter::commit`]
+    /// has written the last one, failing when the writer is dropped instead
+    /// ([`crate::sink::follow`]).
+    pub fn follow(&self) -> Result<Follower> {
+        let path = self.temp.temp_path().to_path_buf();
+        self.follow
+            .open(&path)
+            .map_err(|e| Error::io("cannot open for reading back", &path, e))
     }
 
     /// The last plain bytes written so far (see [`crate::pipeline::TAIL`]).
@@ -286,7 +302,7 @@ impl ArtifactWriter {
 
     /// Finishes the stream, fsyncs, renames to the final name and fsyncs the directory.
     pub fn commit(self) -> Result<Digest> {
-        let ArtifactWriter { temp, w } = self;
+        let ArtifactWriter { temp, w, .. } = self;
         let path = temp.temp_path().to_path_buf();
         let (buf, digest) = w
             .finish()
@@ -294,6 +310,8 @@ impl ArtifactWriter {
         let file = buf
             .into_inner()
             .map_err(|e| Error::io("cannot write", &path, e.into_error()))?;
+        // Followers may finish reading while the fsync below runs.
+        file.end();
         drop(file);
         temp.commit()?;
         Ok(digest)

@@ -1,0 +1,416 @@
+//! One pass over a stored stream ([`read_stream`]) and its comparison with the run record
+//! ([`judge`]), apart from the file's name. [`super::check_artifact`] feeds them a file on disk; a
+//! run feeds them a [`Follower`] of the file it is still writing ([`check_followed`]) and judges
+//! what was seen once the file is committed and its record made ([`Followed::judge`]).
+
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use super::{check_content, check_size, open_error, CheckError, Checked, PlainProof};
+use crate::archive::ArchiveExpectations;
+use crate::catalog::{ArtifactKind, ArtifactRecord, VerifyLevel};
+use crate::config::Thresholds;
+use crate::crypt::Identities;
+use crate::error::{Checksum, Problem};
+use crate::pipeline::{Compression, HashReader, Opening, PlainAlgo, PlainReader, PlainSum};
+use crate::sink::follow::{FileId, Follower};
+use crate::units::human_bytes;
+
+/// What the check of a sealed file without its identity says it proved.
+pub(super) const STORED_LEVEL: &str =
+    "stored level: sha256 of the ciphertext ok, age header ok (no identity here for a full check)";
+
+/// How to read one stored stream.
+pub(super) struct Reading<'a> {
+    pub kind: ArtifactKind,
+    pub compression: Compression,
+    pub sealed: bool,
+    pub ids: Option<&'a Identities>,
+    /// Hash the plain side with this algorithm (`None`: the codec's checksums prove it).
+    pub hash_plain: Option<PlainAlgo>,
+    pub exp: ArchiveExpectations<'a>,
+}
+
+/// What one full pass saw.
+#[derive(Debug)]
+pub(super) struct Seen {
+    stored_bytes: u64,
+    stored_sha256: String,
+    plain_bytes: u64,
+    plain_sum: Option<PlainSum>,
+    /// What the content check found (`dump complete`, `5 objects match the index, ...`).
+    content: String,
+    opened: bool,
+}
+
+fn unreadable(what: &str) -> impl Fn(std::io::Error) -> Problem + '_ {
+    move |e| Problem::Unreadable {
+        what: what.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// Reads the whole stream once: the seal (with `how.ids`), the codec, the content. `what` names the
+/// stream in errors.
+pub(super) fn read_stream(
+    r: impl Read,
+    how: &Reading<'_>,
+    what: &str,
+) -> std::result::Result<Seen, CheckError> {
+    let opening = Opening {
+        compression: how.compression,
+        unseal: how.ids,
+        sealed: how.sealed,
+    };
+    let mut reader =
+        PlainReader::open(BufReader::with_capacity(256 * 1024, r), opening).map_err(open_error)?;
+    reader = match how.hash_plain {
+        None => reader.without_plain_hash(),
+        Some(algo) => reader.hashing_plain(algo).map_err(unreadable(what))?,
+    };
+    let content = check_content(how.kind, &mut reader, &how.exp)?;
+    let digest = reader.finish().map_err(|e| {
+        Problem::undecodable(format!(
+            "{} stream does not decompress: {e}",
+            how.compression
+        ))
+    })?;
+    Ok(Seen {
+        stored_bytes: digest.stored_bytes,
+        stored_sha256: digest.stored_sha256,
+        plain_bytes: digest.plain_bytes,
+        plain_sum: digest.plain_sum,
+        content,
+        opened: how.sealed,
+    })
+}
+
+/// Compares a full pass with the record: the stored checksum, then the plain side.
+pub(super) fn judge(
+    seen: &Seen,
+    a: &ArtifactRecord,
+    proof: PlainProof,
+) -> std::result::Result<Checked, CheckError> {
+    stored_matches(seen.stored_bytes, &seen.stored_sha256, a)?;
+    let want = a.plain_sum().ok_or_else(|| no_plain_sum(a))?;
+    // A full check that computed no plain sum proves nothing of the plain side: that is a failure.
+    let plain_differs = match (&seen.plain_sum, proof) {
+        (Some(sum), _) => *sum != want,
+        (None, PlainProof::Codec) => false,
+        (None, PlainProof::Hash) => true,
+    };
+    if plain_differs || seen.plain_bytes != a.plain_bytes {
+        return Err(CheckError::Bad(Problem::PlainMismatch {
+            bytes: seen.plain_bytes,
+            sum: seen
+                .plain_sum
+                .as_ref()
+                .map_or_else(|| "not computed".into(), |s| s.to_string()),
+        }));
+    }
+    let opened = if seen.opened { "decrypted, " } else { "" };
+    Ok(Checked {
+        detail: format!(
+            "sha256 ok, {opened}{} decompressed, {}",
+            human_bytes(seen.plain_bytes),
+            seen.content
+        ),
+        level: VerifyLevel::Full,
+    })
+}
+
+pub(super) fn no_plain_sum(a: &ArtifactRecord) -> CheckError {
+    CheckError::Bad(Problem::undecodable(format!(
+        "the run record keeps no plain checksum for {}",
+        a.file
+    )))
+}
+
+fn stored_matches(
+    bytes: u64,
+    sha256: &str,
+    a: &ArtifactRecord,
+) -> std::result::Result<(), Problem> {
+    if sha256 != a.stored_sha256 {
+        return Err(Problem::ChecksumMismatch {
+            what: Checksum::Stored,
+            actual: sha256.to_string(),
+            recorded: a.stored_sha256.clone(),
+        });
+    }
+    if bytes != a.stored_bytes {
+        return Err(Problem::SizeMismatch {
+            actual: bytes,
+            recorded: a.stored_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// The stored level of a sealed stream: its SHA-256 and size, and a well-formed age header.
+pub(super) fn read_sealed(r: impl Read, what: &str) -> std::result::Result<(u64, String), Problem> {
+    let mut hashed = HashReader::new(r);
+    let mut buffered = BufReader::with_capacity(256 * 1024, &mut hashed);
+    crate::crypt::check_header(&mut buffered)
+        .map_err(|e| Problem::undecodable(format!("not an age file: {e}")))?;
+    std::io::copy(&mut buffered, &mut std::io::sink()).map_err(unreadable(what))?;
+    drop(buffered);
+    Ok(hashed.finish())
+}
+
+/// The stored level of a sealed file against its record.
+pub(super) fn check_sealed_file(
+    path: &Path,
+    a: &ArtifactRecord,
+) -> std::result::Result<String, Problem> {
+    let what = path.display().to_string();
+    let f = std::fs::File::open(path).map_err(unreadable(&what))?;
+    let (bytes, sha) = read_sealed(f, &what)?;
+    stored_matches(bytes, &sha, a)?;
+    Ok(STORED_LEVEL.into())
+}
+
+/// What a run saw of a file while writing it, to be judged once it is committed and recorded.
+#[derive(Debug)]
+pub struct Followed {
+    id: FileId,
+    seen: std::result::Result<SeenAs, CheckError>,
+}
+
+#[derive(Debug)]
+enum SeenAs {
+    Full(Seen),
+    /// Sealed, and this host has no identity: the ciphertext only.
+    Stored {
+        bytes: u64,
+        sha256: String,
+    },
+}
+
+/// Reads a new artifact through `f` as the run writes it, to the end the writer marks: the run's
+/// own check ([`PlainProof::Codec`]), sealed files at the stored level without `ids`. For
+/// artifacts without an object index (dumps, volume archives); a bucket archive is checked line by
+/// line against its index file, which is complete only after the archive.
+pub fn check_followed(
+    f: Follower,
+    kind: ArtifactKind,
+    compression: Compression,
+    sealed: bool,
+    ids: Option<&Identities>,
+) -> Followed {
+    debug_assert_ne!(kind, ArtifactKind::Objects);
+    let id = f.file_id();
+    let what = "the file being written";
+    let seen = if sealed && ids.is_none() {
+        read_sealed(f, what)
+            .map(|(bytes, sha256)| SeenAs::Stored { bytes, sha256 })
+            .map_err(CheckError::Bad)
+    } else {
+        let how = Reading {
+            kind,
+            compression,
+            sealed,
+            ids,
+            hash_plain: None,
+            exp: ArchiveExpectations {
+                index_file: None,
+                index_sha256: None,
+                objects: None,
+                hash_objects: false,
+            },
+        };
+        read_stream(f, &how, what).map(SeenAs::Full)
+    };
+    Followed { id, seen }
+}
+
+impl Followed {
+    /// Judges what was read against the committed file in `dir` and its record: the name leads to
+    /// the inode that was read, of the recorded size, above the kind's minimum; then the checksums.
+    pub fn judge(
+        self,
+        dir: &Path,
+        a: &ArtifactRecord,
+        th: &Thresholds,
+    ) -> std::result::Result<Checked, CheckError> {
+        let path = dir.join(&a.file);
+        check_size(&path, a, th)?;
+        let meta = std::fs::metadata(&path).map_err(unreadable(&path.display().to_string()))?;
+        if FileId::of(&meta) != self.id {
+            return Err(CheckError::Bad(Problem::Unreadable {
+                what: path.display().to_string(),
+                detail: "it is not the file that was read back while it was written".into(),
+            }));
+        }
+        match self.seen? {
+            SeenAs::Full(seen) => judge(&seen, a, PlainProof::Codec),
+            SeenAs::Stored { bytes, sha256 } => {
+                stored_matches(bytes, &sha256, a)?;
+                Ok(Checked {
+                    detail: STORED_LEVEL.into(),
+                    level: VerifyLevel::Stored,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Seek, SeekFrom, Write};
+
+    use super::*;
+    use crate::catalog::{Encryption, Verification};
+    use crate::crypt::Recipients;
+    use crate::pipeline::Digest;
+    use crate::sink::local::{ArtifactWriter, BackupDir};
+
+    const TH: Thresholds = Thresholds {
+        min_db_bytes: 0,
+        min_objects_bytes: 0,
+    };
+
+    fn dump() -> Vec<u8> {
+        let mut d = b"-- PostgreSQL database dump\n".to_vec();
+        for i in 0..60_000u32 {
+            writeln!(
+                d,
+                "{i}\tname {}\t{}",
+                i % 977,
+                i.wrapping_mul(2_654_435_761)
+            )
+            .unwrap();
+        }
+        d.extend_from_slice(b"--\n-- PostgreSQL database dump complete\n--\n\n");
+        d
+    }
+
+    fn record(name: &str, c: Compression, sealed: bool, d: &Digest) -> ArtifactRecord {
+        ArtifactRecord {
+            kind: ArtifactKind::Database,
+            file: name.into(),
+            source: "app".into(),
+            compression: c,
+            stored_bytes: d.stored_bytes,
+            stored_sha256: d.stored_sha256.clone(),
+            plain_bytes: d.plain_bytes,
+            plain_blake3: Some(d.plain_blake3.clone()),
+            plain_sha256: None,
+            started_at: chrono::Utc::now(),
+            duration_ms: 1,
+            objects: None,
+            index_file: None,
+            index_sha256: None,
+            index_stored_sha256: None,
+            encryption: sealed.then_some(Encryption::Age),
+            skipped: Vec::new(),
+            verification: Verification {
+                ok: false,
+                checked_at: chrono::Utc::now(),
+                detail: String::new(),
+                level: VerifyLevel::Full,
+            },
+        }
+    }
+
+    /// Writes `dump()` through an [`ArtifactWriter`] with a follower opened first; `damage` runs
+    /// on the committed file before the follower reads anything. Returns the judgement.
+    fn followed_run(
+        c: Compression,
+        recipients: Option<&Recipients>,
+        damage: impl FnOnce(&Path),
+    ) -> std::result::Result<Checked, CheckError> {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = BackupDir::create(&tmp.path().join("b")).unwrap();
+        let name = format!("db_app.sql{}", c.extension());
+        let mut w = ArtifactWriter::new(&dir, &name, c, None, recipients).unwrap();
+        let f = w.follow().unwrap();
+        w.sink().write_all(&dump()).unwrap();
+        let digest = w.commit().unwrap();
+        damage(&dir.path().join(&name));
+        let followed = check_followed(f, ArtifactKind::Database, c, recipients.is_some(), None);
+        followed.judge(
+            dir.path(),
+            &record(&name, c, recipients.is_some(), &digest),
+            &TH,
+        )
+    }
+
+    fn flip_byte(path: &Path, at: u64) {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        std::io::Read::read_exact(&mut f, &mut b).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[b[0] ^ 0x10]).unwrap();
+    }
+
+    #[test]
+    fn a_followed_check_passes_an_intact_file_in_full() {
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let checked = followed_run(c, None, |_| {}).unwrap();
+            assert_eq!(checked.level, VerifyLevel::Full, "{c}");
+            assert!(
+                checked.detail.ends_with("dump complete"),
+                "{c}: {}",
+                checked.detail
+            );
+        }
+    }
+
+    #[test]
+    fn a_followed_check_reads_the_file_not_the_writer() {
+        // A byte changed in the file after it was written: the follower reads it from disk.
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let e = followed_run(c, None, |p| {
+                let len = std::fs::metadata(p).unwrap().len();
+                flip_byte(p, len / 2);
+            })
+            .unwrap_err();
+            assert!(matches!(e, CheckError::Bad(_)), "{c}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_followed_check_fails_when_the_name_leads_to_another_file() {
+        let e = followed_run(Compression::Zstd, None, |p| {
+            let copy = std::fs::read(p).unwrap();
+            std::fs::remove_file(p).unwrap();
+            std::fs::write(p, copy).unwrap();
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("not the file that was read back"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_followed_check_of_a_sealed_file_without_identity_is_at_the_stored_level() {
+        let id = age::x25519::Identity::generate();
+        let r = Recipients::parse(Some(&id.to_public().to_string()), None)
+            .unwrap()
+            .unwrap();
+        let checked = followed_run(Compression::Zstd, Some(&r), |_| {}).unwrap();
+        assert_eq!(checked.level, VerifyLevel::Stored);
+        let e = followed_run(Compression::Zstd, Some(&r), |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            flip_byte(p, len / 2);
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CheckError::Bad(Problem::ChecksumMismatch {
+                    what: Checksum::Stored,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+    }
+}
