@@ -35,6 +35,7 @@ fn artifact(kind: ArtifactKind, source: &str, file: &str, plain: u64) -> Artifac
         compression: Compression::Gzip,
         stored_bytes: plain / 4,
         stored_sha256: String::new(),
+        stored_blake3: None,
         plain_bytes: plain,
         plain_blake3: Some(String::new()),
         plain_sha256: None,

@@ -175,6 +175,10 @@ pub struct ArtifactRecord {
     pub compression: Compression,
     pub stored_bytes: u64,
     pub stored_sha256: String,
+    /// BLAKE3 of the stored file: what a restore proves it by before touching anything. Runs
+    /// before it existed do not keep it (their files are proven by `stored_sha256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_blake3: Option<String>,
     pub plain_bytes: u64,
     /// BLAKE3 of the decompressed stream (schema 3 on).
     #[serde(default, skip_serializing_if = "Option::is_none")]

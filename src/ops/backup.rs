@@ -563,6 +563,7 @@ impl RunCtx<'_> {
             compression: self.cfg.store.compression,
             stored_bytes: digest.stored_bytes,
             stored_sha256: digest.stored_sha256,
+            stored_blake3: Some(digest.stored_blake3),
             plain_bytes: digest.plain_bytes,
             plain_blake3: Some(digest.plain_blake3),
             plain_sha256: None,

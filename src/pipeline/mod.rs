@@ -24,9 +24,12 @@ pub mod hasher;
 pub mod pgz;
 pub mod plainsum;
 pub mod sha;
+pub mod storedsum;
 
 use plainsum::PlainHasher;
 pub use plainsum::{PlainAlgo, PlainSum};
+pub use storedsum::{blake3_file, StoredReader, StoredSums};
+use storedsum::{StoredHasher, StoredWriter};
 
 /// How artifacts are compressed on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +96,9 @@ pub struct Digest {
     pub plain_blake3: String,
     pub stored_bytes: u64,
     pub stored_sha256: String,
+    /// BLAKE3 of the stored bytes, lowercase hex ([`storedsum`]).
+    #[serde(default)]
+    pub stored_blake3: String,
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -158,7 +164,7 @@ pub struct StoreWriter<W: Write> {
     /// The last [`TAIL`] plain bytes: a sealed dump's completion line is checked here, in the
     /// stream, since the file itself can only be read back with the identity.
     tail: Vec<u8>,
-    encoder: Encoder<SealWriter<HashWriter<W>>>,
+    encoder: Encoder<SealWriter<StoredWriter<W>>>,
 }
 
 impl<W: Write> StoreWriter<W> {
@@ -168,7 +174,13 @@ impl<W: Write> StoreWriter<W> {
         level: Option<i32>,
         recipients: Option<&Recipients>,
     ) -> io::Result<Self> {
-        let stored = SealWriter::new(HashWriter::new(inner), recipients)?;
+        let stored = SealWriter::new(
+            StoredWriter {
+                inner,
+                sums: StoredHasher::both(),
+            },
+            recipients,
+        )?;
         let encoder = match compression {
             Compression::None => Encoder::None(stored),
             Compression::Gzip => {
@@ -210,14 +222,16 @@ impl<W: Write> StoreWriter<W> {
             Encoder::Gzip(e) => e.finish()?,
             Encoder::Zstd(e) => e.finish()?,
         };
-        let (inner, stored_bytes, stored_sha256) = sealed.finish()?.finish();
+        let StoredWriter { inner, sums } = sealed.finish()?;
+        let sums = sums.finish();
         Ok((
             inner,
             Digest {
                 plain_bytes: self.plain_bytes,
                 plain_blake3: self.plain.finalize().to_hex().to_string(),
-                stored_bytes,
-                stored_sha256,
+                stored_bytes: sums.bytes,
+                stored_sha256: sums.sha256.unwrap_or_default(),
+                stored_blake3: sums.blake3.unwrap_or_default(),
             },
         ))
     }
@@ -343,8 +357,9 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
-/// Shares a [`HashReader`] between the decoder and the code that reads the stored digest at the end.
-struct SharedStored<R>(std::rc::Rc<std::cell::RefCell<HashReader<R>>>);
+/// Shares a [`StoredReader`] between the decoder and the code that reads the stored digest at the
+/// end.
+struct SharedStored<R>(std::rc::Rc<std::cell::RefCell<StoredReader<R>>>);
 
 impl<R: Read> Read for SharedStored<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -375,7 +390,7 @@ impl<R: Read> Read for Opened<R> {
 
 /// The read side: opens the seal, decompresses a stored stream, hashing both sides.
 pub struct PlainReader<R: Read> {
-    stored: std::rc::Rc<std::cell::RefCell<HashReader<R>>>,
+    stored: std::rc::Rc<std::cell::RefCell<StoredReader<R>>>,
     decoder: Decoder<BufReader<Opened<R>>>,
     plain: Option<PlainHasher>,
     plain_bytes: u64,
@@ -387,8 +402,7 @@ pub struct ReadBack {
     pub plain_bytes: u64,
     /// `None` when the reader was told not to hash the plain side.
     pub plain_sum: Option<PlainSum>,
-    pub stored_bytes: u64,
-    pub stored_sha256: String,
+    pub stored: StoredSums,
 }
 
 impl<R: Read> PlainReader<R> {
@@ -408,7 +422,10 @@ impl<R: Read> PlainReader<R> {
     /// A reader of a stored stream, sealed or not. A wrong identity or a damaged header fails
     /// here; damage further in fails a later `read` with `InvalidData`.
     pub fn open(inner: R, how: Opening<'_>) -> Result<Self, OpenError> {
-        let stored = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(inner)));
+        let stored = std::rc::Rc::new(std::cell::RefCell::new(StoredReader {
+            inner,
+            sums: StoredHasher::both(),
+        }));
         let shared = SharedStored(stored.clone());
         let opened = match (how.sealed, how.unseal) {
             (false, _) => Opened::Plain(shared),
@@ -438,6 +455,13 @@ impl<R: Read> PlainReader<R> {
         self
     }
 
+    /// Skips the stored side's checksums (it still counts): for a restore, which proved the whole
+    /// file before reading it, and whose codec checks every block as it is read.
+    pub fn without_stored_hash(self) -> Self {
+        self.stored.borrow_mut().sums.stop_hashing();
+        self
+    }
+
     /// Hashes the plain side with `algo` (BLAKE3 unless told otherwise): the one the record
     /// being checked keeps.
     pub fn hashing_plain(mut self, algo: PlainAlgo) -> io::Result<Self> {
@@ -457,12 +481,10 @@ impl<R: Read> PlainReader<R> {
             .into_inner();
         let mut stored = stored;
         io::copy(&mut stored, &mut io::sink())?;
-        let (stored_bytes, stored_sha256) = stored.finish();
         Ok(ReadBack {
             plain_bytes: self.plain_bytes,
             plain_sum: self.plain.take().map(|h| h.finish()).transpose()?,
-            stored_bytes,
-            stored_sha256,
+            stored: stored.sums.finish(),
         })
     }
 }
@@ -499,6 +521,10 @@ mod tests {
         assert_eq!(digest.plain_bytes, data.len() as u64);
         assert_eq!(digest.stored_bytes, stored.len() as u64);
         assert_eq!(digest.stored_sha256, hex::encode(Sha256::digest(&stored)));
+        assert_eq!(
+            digest.stored_blake3,
+            blake3::hash(&stored).to_hex().to_string()
+        );
         assert_eq!(
             digest.plain_blake3,
             blake3::hash(&data).to_hex().to_string()
@@ -547,8 +573,11 @@ mod tests {
                 algo: PlainAlgo::Blake3,
                 hex: d.plain_blake3.clone(),
             }),
-            stored_bytes: d.stored_bytes,
-            stored_sha256: d.stored_sha256.clone(),
+            stored: StoredSums {
+                bytes: d.stored_bytes,
+                sha256: Some(d.stored_sha256.clone()),
+                blake3: Some(d.stored_blake3.clone()),
+            },
         }
     }
 

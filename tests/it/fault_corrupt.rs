@@ -161,10 +161,14 @@ fn an_edited_run_record_fails_verification_however_it_was_edited() {
         verify_fails(&env, &id, what);
     }
     // By a forger who recomputes the checksum: the content check still fails.
-    let forged: [(&str, Vec<(String, serde_json::Value)>); 5] = [
+    let forged: [(&str, Vec<(String, serde_json::Value)>); 6] = [
         (
             "a stored SHA-256",
             vec![("artifacts.0.stored_sha256".into(), "ab".repeat(32).into())],
+        ),
+        (
+            "a stored BLAKE3",
+            vec![("artifacts.0.stored_blake3".into(), "ba".repeat(32).into())],
         ),
         (
             "a plain BLAKE3",

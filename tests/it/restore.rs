@@ -210,6 +210,42 @@ fn a_damaged_database_backup_is_refused_before_touching_the_server() {
     );
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stderr.contains("refusing to restore"), "{}", r.stderr);
+    // Proven by the stored BLAKE3 the run recorded (what `b3sum` prints of the intact file).
+    let rec = only_record(tmp.path());
+    let i = (0..2)
+        .find(|i| rec["artifacts"][i]["kind"] == "database")
+        .unwrap();
+    let b3 = rec["artifacts"][i]["stored_blake3"].as_str().unwrap();
+    assert!(r.stderr.contains(b3), "{}", r.stderr);
+    // A record written before runs kept a stored BLAKE3 is proven by its SHA-256: refused too.
+    let sha = rec["artifacts"][i]["stored_sha256"].as_str().unwrap();
+    let rec_path = tmp
+        .path()
+        .join(format!("run_{}.json", rec["run_id"].as_str().unwrap()));
+    forge_record(
+        &rec_path,
+        &[(
+            format!("artifacts.{i}.stored_blake3"),
+            serde_json::Value::Null,
+        )],
+    );
+    let r = stackback(
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target-db",
+            &target,
+            "--create",
+        ],
+        &env,
+    );
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stderr.contains("refusing to restore") && r.stderr.contains(sha),
+        "{}",
+        r.stderr
+    );
     let exists = c
         .psql(
             "postgres",

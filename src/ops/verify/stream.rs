@@ -12,7 +12,9 @@ use crate::catalog::{ArtifactKind, ArtifactRecord, VerifyLevel};
 use crate::config::Thresholds;
 use crate::crypt::Identities;
 use crate::error::{Checksum, Problem};
-use crate::pipeline::{Compression, HashReader, Opening, PlainAlgo, PlainReader, PlainSum};
+use crate::pipeline::{
+    Compression, Opening, PlainAlgo, PlainReader, PlainSum, StoredReader, StoredSums,
+};
 use crate::sink::follow::{FileId, Follower};
 use crate::units::human_bytes;
 
@@ -34,8 +36,7 @@ pub(super) struct Reading<'a> {
 /// What one full pass saw.
 #[derive(Debug)]
 pub(super) struct Seen {
-    stored_bytes: u64,
-    stored_sha256: String,
+    stored: StoredSums,
     plain_bytes: u64,
     plain_sum: Option<PlainSum>,
     /// What the content check found (`dump complete`, `5 objects match the index, ...`).
@@ -76,8 +77,7 @@ pub(super) fn read_stream(
         ))
     })?;
     Ok(Seen {
-        stored_bytes: digest.stored_bytes,
-        stored_sha256: digest.stored_sha256,
+        stored: digest.stored,
         plain_bytes: digest.plain_bytes,
         plain_sum: digest.plain_sum,
         content,
@@ -91,7 +91,7 @@ pub(super) fn judge(
     a: &ArtifactRecord,
     proof: PlainProof,
 ) -> std::result::Result<Checked, CheckError> {
-    stored_matches(seen.stored_bytes, &seen.stored_sha256, a)?;
+    stored_matches(&seen.stored, a)?;
     let want = a.plain_sum().ok_or_else(|| no_plain_sum(a))?;
     // A full check that computed no plain sum proves nothing of the plain side: that is a failure.
     let plain_differs = match (&seen.plain_sum, proof) {
@@ -126,30 +126,36 @@ pub(super) fn no_plain_sum(a: &ArtifactRecord) -> CheckError {
     )))
 }
 
-fn stored_matches(
-    bytes: u64,
-    sha256: &str,
-    a: &ArtifactRecord,
-) -> std::result::Result<(), Problem> {
-    if sha256 != a.stored_sha256 {
-        return Err(Problem::ChecksumMismatch {
-            what: Checksum::Stored,
-            actual: sha256.to_string(),
-            recorded: a.stored_sha256.clone(),
-        });
+/// The stored sums against the record: the SHA-256 always, the BLAKE3 when the record keeps one
+/// (runs before it existed do not), and the size.
+fn stored_matches(seen: &StoredSums, a: &ArtifactRecord) -> std::result::Result<(), Problem> {
+    let mismatch = |actual: &str, recorded: &str| Problem::ChecksumMismatch {
+        what: Checksum::Stored,
+        actual: actual.to_string(),
+        recorded: recorded.to_string(),
+    };
+    let sha = seen.sha256.as_deref().unwrap_or("not computed");
+    if sha != a.stored_sha256 {
+        return Err(mismatch(sha, &a.stored_sha256));
     }
-    if bytes != a.stored_bytes {
+    if let Some(want) = &a.stored_blake3 {
+        let got = seen.blake3.as_deref().unwrap_or("not computed");
+        if got != want {
+            return Err(mismatch(got, want));
+        }
+    }
+    if seen.bytes != a.stored_bytes {
         return Err(Problem::SizeMismatch {
-            actual: bytes,
+            actual: seen.bytes,
             recorded: a.stored_bytes,
         });
     }
     Ok(())
 }
 
-/// The stored level of a sealed stream: its SHA-256 and size, and a well-formed age header.
-pub(super) fn read_sealed(r: impl Read, what: &str) -> std::result::Result<(u64, String), Problem> {
-    let mut hashed = HashReader::new(r);
+/// The stored level of a sealed stream: its sums and size, and a well-formed age header.
+pub(super) fn read_sealed(r: impl Read, what: &str) -> std::result::Result<StoredSums, Problem> {
+    let mut hashed = StoredReader::new(r);
     let mut buffered = BufReader::with_capacity(256 * 1024, &mut hashed);
     crate::crypt::check_header(&mut buffered)
         .map_err(|e| Problem::undecodable(format!("not an age file: {e}")))?;
@@ -165,8 +171,7 @@ pub(super) fn check_sealed_file(
 ) -> std::result::Result<String, Problem> {
     let what = path.display().to_string();
     let f = std::fs::File::open(path).map_err(unreadable(&what))?;
-    let (bytes, sha) = read_sealed(f, &what)?;
-    stored_matches(bytes, &sha, a)?;
+    stored_matches(&read_sealed(f, &what)?, a)?;
     Ok(STORED_LEVEL.into())
 }
 
@@ -181,10 +186,7 @@ pub struct Followed {
 enum SeenAs {
     Full(Seen),
     /// Sealed, and this host has no identity: the ciphertext only.
-    Stored {
-        bytes: u64,
-        sha256: String,
-    },
+    Stored(StoredSums),
 }
 
 /// Reads a new artifact through `f` as the run writes it, to the end the writer marks: the run's
@@ -203,7 +205,7 @@ pub fn check_followed(
     let what = "the file being written";
     let seen = if sealed && ids.is_none() {
         read_sealed(f, what)
-            .map(|(bytes, sha256)| SeenAs::Stored { bytes, sha256 })
+            .map(SeenAs::Stored)
             .map_err(CheckError::Bad)
     } else {
         let how = Reading {
@@ -244,8 +246,8 @@ impl Followed {
         }
         match self.seen? {
             SeenAs::Full(seen) => judge(&seen, a, PlainProof::Codec),
-            SeenAs::Stored { bytes, sha256 } => {
-                stored_matches(bytes, &sha256, a)?;
+            SeenAs::Stored(sums) => {
+                stored_matches(&sums, a)?;
                 Ok(Checked {
                     detail: STORED_LEVEL.into(),
                     level: VerifyLevel::Stored,
@@ -293,6 +295,7 @@ mod tests {
             compression: c,
             stored_bytes: d.stored_bytes,
             stored_sha256: d.stored_sha256.clone(),
+            stored_blake3: Some(d.stored_blake3.clone()),
             plain_bytes: d.plain_bytes,
             plain_blake3: Some(d.plain_blake3.clone()),
             plain_sha256: None,

@@ -447,11 +447,12 @@ pub fn forge_record<S: AsRef<str>>(path: &Path, edits: &[(S, serde_json::Value)]
     );
 }
 
-/// Size and SHA-256 of a file and size and BLAKE3 of its decompressed content, by coreutils,
-/// `b3sum` and `decompress`.
+/// Size, SHA-256 and BLAKE3 of a file and size and BLAKE3 of its decompressed content, by
+/// coreutils, `b3sum` and `decompress`.
 pub struct Facts {
     pub stored_bytes: u64,
     pub stored_sha256: String,
+    pub stored_blake3: String,
     pub plain_bytes: u64,
     pub plain_blake3: String,
 }
@@ -463,6 +464,7 @@ pub fn facts(file: &Path, decompress: &str) -> Facts {
     Facts {
         stored_bytes: size(format!("wc -c < {f}")),
         stored_sha256: sha(format!("sha256sum {f}")),
+        stored_blake3: sha(format!("b3sum {f}")),
         plain_bytes: size(format!("{decompress} {f} | wc -c")),
         plain_blake3: sha(format!("{decompress} {f} | b3sum")),
     }
@@ -479,6 +481,10 @@ impl Facts {
             (
                 format!("artifacts.{i}.stored_sha256"),
                 self.stored_sha256.clone().into(),
+            ),
+            (
+                format!("artifacts.{i}.stored_blake3"),
+                self.stored_blake3.clone().into(),
             ),
             (
                 format!("artifacts.{i}.plain_bytes"),
