@@ -158,6 +158,9 @@ CONF
   local g=(garage -c "$dir/garage.toml") node="" i
   for i in $(seq 1 100); do node=$("${g[@]}" node id -q 2>/dev/null) && break; sleep 0.2; done
   [ -n "$node" ] || { cat "$dir/garage.log" >&2; return 1; }
+  # `node id` reads the key on disk and can answer before the server listens for RPC.
+  for i in $(seq 1 100); do "${g[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
+  "${g[@]}" status >/dev/null || { cat "$dir/garage.log" >&2; return 1; }
   "${g[@]}" layout assign -z dc1 -c 1G "${node%%@*}" >/dev/null
   "${g[@]}" layout apply --version 1 >/dev/null
   "${g[@]}" key import --yes -n bench "$GARAGE_KEY_ID" "$GARAGE_SECRET" >/dev/null

@@ -118,13 +118,24 @@ pub struct ArchiveExpectations<'a> {
     pub hash_objects: bool,
 }
 
+/// What [`check_archive`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSeen {
+    /// For people: `5 objects match the index, ...`, `12 entries, ...`.
+    pub detail: String,
+    /// A bucket archive's objects, and the SHA-256 of its in-archive index: a check run before the
+    /// record exists (the run's own, as the archive is written) compares these with it afterwards.
+    pub objects: Option<u64>,
+    pub index_sha256: Option<String>,
+}
+
 /// Reads every entry of a tar stream to its end. For bucket archives, every object entry must
 /// match the index (path, size, SHA-256), in order, and the index must be the last entry.
 pub fn check_archive(
     kind: ArtifactKind,
     r: &mut dyn Read,
     exp: &ArchiveExpectations<'_>,
-) -> Result<String, Problem> {
+) -> Result<ArchiveSeen, Problem> {
     let mut objects = match kind {
         ArtifactKind::Objects => Some(ObjectCheck::new(exp)?),
         _ => None,
@@ -164,10 +175,18 @@ pub fn check_archive(
         }
     }
     match objects {
-        None => Ok(format!("{entries} entries, {bytes} bytes of content")),
+        None => Ok(ArchiveSeen {
+            detail: format!("{entries} entries, {bytes} bytes of content"),
+            objects: None,
+            index_sha256: None,
+        }),
         Some(check) => {
-            let n = check.finish(exp.objects)?;
-            Ok(format!("{n} objects match the index, {bytes} bytes"))
+            let (n, index_sha256) = check.finish(exp.objects)?;
+            Ok(ArchiveSeen {
+                detail: format!("{n} objects match the index, {bytes} bytes"),
+                objects: Some(n),
+                index_sha256: Some(index_sha256),
+            })
         }
     }
 }
@@ -180,6 +199,8 @@ struct ObjectCheck {
     seen: Vec<(String, u64, Option<String>)>,
     /// The in-archive index, once read (empty when the sidecar is the reference).
     index: Option<Vec<IndexEntry>>,
+    /// Its SHA-256.
+    index_sha256: String,
     objects: u64,
 }
 
@@ -199,6 +220,7 @@ impl ObjectCheck {
             sidecar,
             seen: Vec::new(),
             index: None,
+            index_sha256: String::new(),
             objects: 0,
         })
     }
@@ -213,8 +235,8 @@ impl ObjectCheck {
     }
 
     fn index(&mut self, text: &[u8], recorded: Option<&str>) -> Result<(), Problem> {
+        let got = hex::encode(sha2::Sha256::digest(text));
         if let Some(want) = recorded {
-            let got = hex::encode(sha2::Sha256::digest(text));
             if got != want {
                 return Err(Problem::ChecksumMismatch {
                     what: Checksum::Index,
@@ -223,6 +245,7 @@ impl ObjectCheck {
                 });
             }
         }
+        self.index_sha256 = got;
         self.index = Some(if self.sidecar.is_some() {
             Vec::new()
         } else {
@@ -250,8 +273,8 @@ impl ObjectCheck {
         compare(&want, &path, size, sha.as_deref())
     }
 
-    /// Returns the number of objects checked.
-    fn finish(mut self, recorded: Option<u64>) -> Result<u64, Problem> {
+    /// Returns the number of objects checked and the in-archive index's SHA-256.
+    fn finish(mut self, recorded: Option<u64>) -> Result<(u64, String), Problem> {
         let Some(index) = self.index else {
             return Err(Problem::index(format!(
                 "the object index {INDEX_ENTRY} is missing: the archive is incomplete"
@@ -283,7 +306,7 @@ impl ObjectCheck {
                 )));
             }
         }
-        Ok(self.objects)
+        Ok((self.objects, self.index_sha256))
     }
 }
 

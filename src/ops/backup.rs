@@ -380,10 +380,17 @@ impl RunCtx<'_> {
         let digest = w.commit()?;
         let followed = check.await.map_err(|e| Error::step("verification", e))?;
         let art = self.new_artifact(kind, name, db, started, t0, digest);
+        self.judge_and_add(art, followed).await
+    }
+
+    /// Judges what [`Self::follow_check`] read against the committed file and its record, and
+    /// adds the artifact to the record (a failed check removes its files).
+    async fn judge_and_add(&mut self, art: ArtifactRecord, followed: Followed) -> Result<()> {
         let (dir, th) = (self.dir.path().to_path_buf(), self.cfg.thresholds);
+        let ids = self.cfg.identities.clone();
         let judged = art.clone();
         let checked = crate::ops::blocking("verification", move || {
-            Ok(followed.judge(&dir, &judged, &th))
+            Ok(followed.judge(&dir, &judged, &th, ids.as_deref()))
         })
         .await?;
         self.add_checked(art, checked)
@@ -453,8 +460,10 @@ impl RunCtx<'_> {
         );
         let started = Utc::now();
         let t0 = Instant::now();
+        let archive = self.writer(&name)?;
+        let check = self.follow_check(&archive, ArtifactKind::Objects)?;
         let out = crate::source::bucket::Outputs {
-            archive: self.writer(&name)?,
+            archive,
             index: self.dir.create_temp(&index_name)?,
             recipients: self.cfg.recipients.clone(),
         };
@@ -470,6 +479,7 @@ impl RunCtx<'_> {
         .await?;
         let digest = w.commit()?;
         index.commit()?;
+        let followed = check.await.map_err(|e| Error::step("verification", e))?;
         let sealed = self.cfg.recipients.is_some();
         if sealed && !summary.skipped.is_empty() {
             // An encrypted backup's record names nothing from inside the bucket: the keys are in
@@ -505,7 +515,7 @@ impl RunCtx<'_> {
         if !sealed {
             art.skipped = summary.skipped;
         }
-        self.verify_and_add(art).await
+        self.judge_and_add(art, followed).await
     }
 
     async fn volume(&mut self, data_dir: std::path::PathBuf) -> Result<()> {

@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use crate::archive::ArchiveExpectations;
+use crate::archive::{ArchiveExpectations, ArchiveSeen};
 use crate::catalog::{
     ArtifactKind, ArtifactRecord, Catalog, Entry, RunId, RunRecord, RunState, VerifyLevel,
 };
@@ -279,7 +279,7 @@ fn check_content(
     kind: ArtifactKind,
     r: &mut dyn Read,
     exp: &ArchiveExpectations<'_>,
-) -> std::result::Result<String, Problem> {
+) -> std::result::Result<ArchiveSeen, Problem> {
     match kind {
         ArtifactKind::Database | ArtifactKind::Globals => {
             let marker = if kind == ArtifactKind::Database {
@@ -289,7 +289,11 @@ fn check_content(
             };
             let tail = read_keeping_tail(r, 4096)?;
             if tail_is_complete(&tail, marker) {
-                Ok("dump complete".into())
+                Ok(ArchiveSeen {
+                    detail: "dump complete".into(),
+                    objects: None,
+                    index_sha256: None,
+                })
             } else {
                 Err(Problem::IncompleteDump { marker })
             }

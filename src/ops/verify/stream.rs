@@ -6,8 +6,10 @@
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::{check_content, check_size, open_error, CheckError, Checked, PlainProof};
-use crate::archive::ArchiveExpectations;
+use super::{
+    check_content, check_sidecar, check_size, open_error, CheckError, Checked, PlainProof,
+};
+use crate::archive::{ArchiveExpectations, ArchiveSeen};
 use crate::catalog::{ArtifactKind, ArtifactRecord, VerifyLevel};
 use crate::config::Thresholds;
 use crate::crypt::Identities;
@@ -40,7 +42,7 @@ pub(super) struct Seen {
     plain_bytes: u64,
     plain_sum: Option<PlainSum>,
     /// What the content check found (`dump complete`, `5 objects match the index, ...`).
-    content: String,
+    content: ArchiveSeen,
     opened: bool,
 }
 
@@ -113,7 +115,7 @@ pub(super) fn judge(
         detail: format!(
             "sha256 ok, {opened}{} decompressed, {}",
             human_bytes(seen.plain_bytes),
-            seen.content
+            seen.content.detail
         ),
         level: VerifyLevel::Full,
     })
@@ -190,9 +192,9 @@ enum SeenAs {
 }
 
 /// Reads a new artifact through `f` as the run writes it, to the end the writer marks: the run's
-/// own check ([`PlainProof::Codec`]), sealed files at the stored level without `ids`. For
-/// artifacts without an object index (dumps, volume archives); a bucket archive is checked line by
-/// line against its index file, which is complete only after the archive.
+/// own check ([`PlainProof::Codec`]), sealed files at the stored level without `ids`. A bucket
+/// archive's entries are checked against the index inside it (its index file is complete only
+/// after the archive); [`Followed::judge`] then binds that index to the record and to the file.
 pub fn check_followed(
     f: Follower,
     kind: ArtifactKind,
@@ -200,7 +202,6 @@ pub fn check_followed(
     sealed: bool,
     ids: Option<&Identities>,
 ) -> Followed {
-    debug_assert_ne!(kind, ArtifactKind::Objects);
     let id = f.file_id();
     let what = "the file being written";
     let seen = if sealed && ids.is_none() {
@@ -228,15 +229,21 @@ pub fn check_followed(
 
 impl Followed {
     /// Judges what was read against the committed file in `dir` and its record: the name leads to
-    /// the inode that was read, of the recorded size, above the kind's minimum; then the checksums.
+    /// the inode that was read, of the recorded size, above the kind's minimum; a bucket archive's
+    /// index file is the recorded one; then the checksums, and for a bucket archive its index
+    /// inside (the recorded one, so the same as the file beside it) and its object count.
     pub fn judge(
         self,
         dir: &Path,
         a: &ArtifactRecord,
         th: &Thresholds,
+        ids: Option<&Identities>,
     ) -> std::result::Result<Checked, CheckError> {
         let path = dir.join(&a.file);
         check_size(&path, a, th)?;
+        if let Some(index) = &a.index_file {
+            check_sidecar(&dir.join(index), a, ids)?;
+        }
         let meta = std::fs::metadata(&path).map_err(unreadable(&path.display().to_string()))?;
         if FileId::of(&meta) != self.id {
             return Err(CheckError::Bad(Problem::Unreadable {
@@ -245,7 +252,26 @@ impl Followed {
             }));
         }
         match self.seen? {
-            SeenAs::Full(seen) => judge(&seen, a, PlainProof::Codec),
+            SeenAs::Full(seen) => {
+                let index_differs = a
+                    .index_sha256
+                    .as_ref()
+                    .is_some_and(|want| seen.content.index_sha256.as_ref() != Some(want));
+                if index_differs {
+                    return Err(CheckError::Bad(Problem::ChecksumMismatch {
+                        what: Checksum::Index,
+                        actual: seen.content.index_sha256.clone().unwrap_or_default(),
+                        recorded: a.index_sha256.clone().unwrap_or_default(),
+                    }));
+                }
+                if seen.content.objects != a.objects {
+                    return Err(CheckError::Bad(Problem::index(format!(
+                        "the archive holds {:?} objects, the run record says {:?}",
+                        seen.content.objects, a.objects
+                    ))));
+                }
+                judge(&seen, a, PlainProof::Codec)
+            }
             SeenAs::Stored(sums) => {
                 stored_matches(&sums, a)?;
                 Ok(Checked {
@@ -336,6 +362,7 @@ mod tests {
             dir.path(),
             &record(&name, c, recipients.is_some(), &digest),
             &TH,
+            None,
         )
     }
 
@@ -415,5 +442,102 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// A bucket archive of two objects and its index, written through a followed writer, with its
+    /// index file beside it; `edit` changes the record before the judgement.
+    fn followed_bucket(
+        edit: impl FnOnce(&mut ArtifactRecord, &Path),
+    ) -> std::result::Result<Checked, CheckError> {
+        use crate::archive::{IndexEntry, INDEX_ENTRY};
+        use sha2::Digest as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = BackupDir::create(&tmp.path().join("b")).unwrap();
+        let name = "bucket_media_20260101_020000.tar.gz";
+        let mut w = ArtifactWriter::new(&dir, name, Compression::Gzip, None, None).unwrap();
+        let f = w.follow().unwrap();
+        let objects: [(&str, &[u8]); 2] = [("a.pdf", b"%PDF-1.7 first"), ("b/c.txt", b"second")];
+        let mut index = Vec::new();
+        {
+            let mut tar = tar::Builder::new(w.sink());
+            for (key, body) in objects {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(body.len() as u64);
+                h.set_mode(0o600);
+                tar.append_data(&mut h, key, body).unwrap();
+                let e = IndexEntry {
+                    key: key.into(),
+                    path: key.into(),
+                    size: body.len() as u64,
+                    etag: None,
+                    last_modified: None,
+                    content_type: None,
+                    content_encoding: None,
+                    content_disposition: None,
+                    content_language: None,
+                    cache_control: None,
+                    metadata: Default::default(),
+                    sha256: hex::encode(sha2::Sha256::digest(body)),
+                };
+                serde_json::to_writer(&mut index, &e).unwrap();
+                index.push(b'\n');
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_size(index.len() as u64);
+            h.set_mode(0o600);
+            tar.append_data(&mut h, INDEX_ENTRY, &index[..]).unwrap();
+            tar.finish().unwrap();
+        }
+        let digest = w.commit().unwrap();
+        let index_name = crate::catalog::index_file_name(name);
+        std::fs::write(dir.path().join(&index_name), &index).unwrap();
+        let mut a = record(name, Compression::Gzip, false, &digest);
+        a.kind = ArtifactKind::Objects;
+        a.objects = Some(2);
+        a.index_file = Some(index_name);
+        a.index_sha256 = Some(hex::encode(sha2::Sha256::digest(&index)));
+        edit(&mut a, dir.path());
+        let followed = check_followed(f, ArtifactKind::Objects, Compression::Gzip, false, None);
+        followed.judge(dir.path(), &a, &TH, None)
+    }
+
+    #[test]
+    fn a_followed_bucket_archive_is_bound_to_its_recorded_index_and_count() {
+        use sha2::Digest as _;
+        let ok = followed_bucket(|_, _| {}).unwrap();
+        assert!(
+            ok.detail.contains("2 objects match the index"),
+            "{}",
+            ok.detail
+        );
+        // An index file and a record that agree with each other, not with the archive's index.
+        let e = followed_bucket(|a, dir| {
+            let other = b"{}\n";
+            std::fs::write(dir.join(a.index_file.as_ref().unwrap()), other).unwrap();
+            a.index_sha256 = Some(hex::encode(sha2::Sha256::digest(other)));
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CheckError::Bad(Problem::ChecksumMismatch {
+                    what: Checksum::Index,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+        // An index file that is not the recorded one.
+        let e = followed_bucket(|a, dir| {
+            std::fs::write(dir.join(a.index_file.as_ref().unwrap()), b"{}\n").unwrap();
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("index"), "{e}");
+        let e = followed_bucket(|a, _| a.objects = Some(3)).unwrap_err();
+        assert!(e.to_string().contains("the run record says"), "{e}");
+        // The index file beside the archive must be there.
+        let e = followed_bucket(|a, _| a.index_file = Some("bucket_other.index.jsonl".into()))
+            .unwrap_err();
+        assert!(matches!(e, CheckError::Bad(Problem::Missing { .. })), "{e}");
     }
 }
