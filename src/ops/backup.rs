@@ -347,9 +347,8 @@ impl RunCtx<'_> {
         let name = self.artifact_name(kind, &db);
         let started = Utc::now();
         let t0 = Instant::now();
-        let mut w = self.writer(&name)?;
+        let (mut w, check) = self.followed_writer(&name, kind)?;
         let temp = w.temp_path().to_path_buf();
-        let check = self.follow_check(&w, kind)?;
         let outcome = crate::source::child::stream_stdout(
             cmd,
             tool,
@@ -385,7 +384,12 @@ impl RunCtx<'_> {
 
     /// Judges what [`Self::follow_check`] read against the committed file and its record, and
     /// adds the artifact to the record (a failed check removes its files).
-    async fn judge_and_add(&mut self, art: ArtifactRecord, followed: Followed) -> Result<()> {
+    /// The file's SHA-256 is the one that check read: the writer computed only its BLAKE3, which
+    /// the judgement compares with the file's.
+    async fn judge_and_add(&mut self, mut art: ArtifactRecord, followed: Followed) -> Result<()> {
+        if let Some(sha) = followed.stored_sha256() {
+            art.stored_sha256 = sha.to_string();
+        }
         let (dir, th) = (self.dir.path().to_path_buf(), self.cfg.thresholds);
         let ids = self.cfg.identities.clone();
         let judged = art.clone();
@@ -396,20 +400,29 @@ impl RunCtx<'_> {
         self.add_checked(art, checked)
     }
 
-    /// Starts the run's check of an artifact as `w` writes it, on a thread of its own: it reads
-    /// the file while the source still produces, instead of after (see [`crate::sink::follow`]).
-    fn follow_check(
+    /// A writer of `name`, and the run's check of what it writes, started on a thread of its own:
+    /// it reads the file while the source still produces, instead of after
+    /// (see [`crate::sink::follow`]), and takes the file's SHA-256 on the way.
+    fn followed_writer(
         &self,
-        w: &ArtifactWriter,
+        name: &str,
         kind: ArtifactKind,
-    ) -> Result<tokio::task::JoinHandle<Followed>> {
-        let f = w.follow()?;
-        let compression = self.cfg.store.compression;
+    ) -> Result<(ArtifactWriter, tokio::task::JoinHandle<Followed>)> {
+        let store = self.cfg.store;
+        let (w, f) = ArtifactWriter::followed(
+            self.dir,
+            name,
+            store.compression,
+            store.compression_level,
+            self.cfg.recipients.as_deref(),
+        )?;
+        let compression = store.compression;
         let sealed = self.cfg.recipients.is_some();
         let ids = self.cfg.identities.clone();
-        Ok(tokio::task::spawn_blocking(move || {
+        let check = tokio::task::spawn_blocking(move || {
             check_followed(f, kind, compression, sealed, ids.as_deref())
-        }))
+        });
+        Ok((w, check))
     }
 
     fn writer(&self, name: &str) -> Result<ArtifactWriter> {
@@ -460,8 +473,7 @@ impl RunCtx<'_> {
         );
         let started = Utc::now();
         let t0 = Instant::now();
-        let archive = self.writer(&name)?;
-        let check = self.follow_check(&archive, ArtifactKind::Objects)?;
+        let (archive, check) = self.followed_writer(&name, ArtifactKind::Objects)?;
         let out = crate::source::bucket::Outputs {
             archive,
             index: self.dir.create_temp(&index_name)?,
@@ -572,7 +584,8 @@ impl RunCtx<'_> {
             source,
             compression: self.cfg.store.compression,
             stored_bytes: digest.stored_bytes,
-            stored_sha256: digest.stored_sha256,
+            // Set by the check for a file read back as it was written (`judge_and_add`).
+            stored_sha256: digest.stored_sha256.unwrap_or_default(),
             stored_blake3: Some(digest.stored_blake3),
             plain_bytes: digest.plain_bytes,
             plain_blake3: Some(digest.plain_blake3),

@@ -95,7 +95,9 @@ pub struct Digest {
     /// BLAKE3 of the plain stream, lowercase hex.
     pub plain_blake3: String,
     pub stored_bytes: u64,
-    pub stored_sha256: String,
+    /// `None` when the writer was told not to compute it: a file checked as it is written gets
+    /// its SHA-256 from that check's read of the file, proven the same bytes by the BLAKE3 here.
+    pub stored_sha256: Option<String>,
     /// BLAKE3 of the stored bytes, lowercase hex ([`storedsum`]).
     #[serde(default)]
     pub stored_blake3: String,
@@ -174,13 +176,23 @@ impl<W: Write> StoreWriter<W> {
         level: Option<i32>,
         recipients: Option<&Recipients>,
     ) -> io::Result<Self> {
-        let stored = SealWriter::new(
-            StoredWriter {
-                inner,
-                sums: StoredHasher::both(),
-            },
-            recipients,
-        )?;
+        Self::with_stored_sha256(inner, compression, level, recipients, true)
+    }
+
+    /// Like [`StoreWriter::new`]; without `sha256`, the stored side gets only its BLAKE3 (the
+    /// caller reads the file back and takes its SHA-256 there: one SHA-256 pass instead of two).
+    pub fn with_stored_sha256(
+        inner: W,
+        compression: Compression,
+        level: Option<i32>,
+        recipients: Option<&Recipients>,
+        sha256: bool,
+    ) -> io::Result<Self> {
+        let mut sums = StoredHasher::both();
+        if !sha256 {
+            sums.no_sha256();
+        }
+        let stored = SealWriter::new(StoredWriter { inner, sums }, recipients)?;
         let encoder = match compression {
             Compression::None => Encoder::None(stored),
             Compression::Gzip => {
@@ -230,7 +242,7 @@ impl<W: Write> StoreWriter<W> {
                 plain_bytes: self.plain_bytes,
                 plain_blake3: self.plain.finalize().to_hex().to_string(),
                 stored_bytes: sums.bytes,
-                stored_sha256: sums.sha256.unwrap_or_default(),
+                stored_sha256: sums.sha256,
                 stored_blake3: sums.blake3.unwrap_or_default(),
             },
         ))
@@ -520,7 +532,10 @@ mod tests {
         let (stored, digest) = w.finish().unwrap();
         assert_eq!(digest.plain_bytes, data.len() as u64);
         assert_eq!(digest.stored_bytes, stored.len() as u64);
-        assert_eq!(digest.stored_sha256, hex::encode(Sha256::digest(&stored)));
+        assert_eq!(
+            digest.stored_sha256.as_deref(),
+            Some(hex::encode(Sha256::digest(&stored)).as_str())
+        );
         assert_eq!(
             digest.stored_blake3,
             blake3::hash(&stored).to_hex().to_string()
@@ -575,7 +590,7 @@ mod tests {
             }),
             stored: StoredSums {
                 bytes: d.stored_bytes,
-                sha256: Some(d.stored_sha256.clone()),
+                sha256: d.stored_sha256.clone(),
                 blake3: Some(d.stored_blake3.clone()),
             },
         }
@@ -622,7 +637,10 @@ mod tests {
             let (stored, digest) = w.finish().unwrap();
             assert!(stored.starts_with(b"age-encryption.org/v1\n"));
             assert!(!stored.windows(6).any(|x| x == b"secret"), "{c}: plaintext");
-            assert_eq!(digest.stored_sha256, hex::encode(Sha256::digest(&stored)));
+            assert_eq!(
+                digest.stored_sha256.as_deref(),
+                Some(hex::encode(Sha256::digest(&stored)).as_str())
+            );
             let how = Opening {
                 compression: c,
                 unseal: Some(&ids),

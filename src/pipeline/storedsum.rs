@@ -33,6 +33,11 @@ impl StoredHasher {
         }
     }
 
+    /// BLAKE3 only, from here on.
+    pub(super) fn no_sha256(&mut self) {
+        self.sha256 = None;
+    }
+
     /// Stops hashing; the count goes on.
     pub(super) fn stop_hashing(&mut self) {
         self.sha256 = None;

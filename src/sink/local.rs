@@ -256,6 +256,33 @@ impl ArtifactWriter {
         level: Option<i32>,
         recipients: Option<&Recipients>,
     ) -> Result<Self> {
+        Self::build(dir, name, compression, level, recipients, true)
+    }
+
+    /// A writer whose file is read back as it is written, and that reader: the writer computes
+    /// only the stored BLAKE3, and the reader, which reads every stored byte anyway, the SHA-256
+    /// ([`crate::pipeline::StoreWriter::with_stored_sha256`]; the commit's [`Digest`] then has no
+    /// `stored_sha256`).
+    pub fn followed(
+        dir: &BackupDir,
+        name: &str,
+        compression: Compression,
+        level: Option<i32>,
+        recipients: Option<&Recipients>,
+    ) -> Result<(Self, Follower)> {
+        let w = Self::build(dir, name, compression, level, recipients, false)?;
+        let f = w.follow()?;
+        Ok((w, f))
+    }
+
+    fn build(
+        dir: &BackupDir,
+        name: &str,
+        compression: Compression,
+        level: Option<i32>,
+        recipients: Option<&Recipients>,
+        stored_sha256: bool,
+    ) -> Result<Self> {
         let mut temp = dir.create_temp(name)?;
         let path = temp.temp_path().to_path_buf();
         let file = temp
@@ -266,11 +293,12 @@ impl ArtifactWriter {
         let follow = published
             .handle()
             .map_err(|e| Error::io("cannot stat", &path, e))?;
-        let w = StoreWriter::new(
+        let w = StoreWriter::with_stored_sha256(
             BufWriter::with_capacity(256 * 1024, published),
             compression,
             level,
             recipients,
+            stored_sha256,
         )
         .map_err(|e| Error::io("cannot start compressing into", &path, e))?;
         Ok(ArtifactWriter { temp, w, follow })

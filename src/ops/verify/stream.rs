@@ -228,6 +228,16 @@ pub fn check_followed(
 }
 
 impl Followed {
+    /// The SHA-256 of the stored file as this check read it (`None` when the check failed).
+    pub fn stored_sha256(&self) -> Option<&str> {
+        let sums = match &self.seen {
+            Ok(SeenAs::Full(seen)) => &seen.stored,
+            Ok(SeenAs::Stored(sums)) => sums,
+            Err(_) => return None,
+        };
+        sums.sha256.as_deref()
+    }
+
     /// Judges what was read against the committed file in `dir` and its record: the name leads to
     /// the inode that was read, of the recorded size, above the kind's minimum; a bucket archive's
     /// index file is the recorded one; then the checksums, and for a bucket archive its index
@@ -245,6 +255,14 @@ impl Followed {
             check_sidecar(&dir.join(index), a, ids)?;
         }
         let meta = std::fs::metadata(&path).map_err(unreadable(&path.display().to_string()))?;
+        // What binds the file read to the bytes written: a writer that left the SHA-256 to this
+        // check still computed the BLAKE3.
+        if a.stored_blake3.is_none() {
+            return Err(CheckError::Bad(Problem::undecodable(format!(
+                "the run recorded no stored BLAKE3 for {}: nothing binds the file read back to what was written",
+                a.file
+            ))));
+        }
         if FileId::of(&meta) != self.id {
             return Err(CheckError::Bad(Problem::Unreadable {
                 what: path.display().to_string(),
@@ -320,7 +338,7 @@ mod tests {
             source: "app".into(),
             compression: c,
             stored_bytes: d.stored_bytes,
-            stored_sha256: d.stored_sha256.clone(),
+            stored_sha256: d.stored_sha256.clone().unwrap_or_default(),
             stored_blake3: Some(d.stored_blake3.clone()),
             plain_bytes: d.plain_bytes,
             plain_blake3: Some(d.plain_blake3.clone()),
@@ -352,18 +370,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = BackupDir::create(&tmp.path().join("b")).unwrap();
         let name = format!("db_app.sql{}", c.extension());
-        let mut w = ArtifactWriter::new(&dir, &name, c, None, recipients).unwrap();
-        let f = w.follow().unwrap();
+        let (mut w, f) = ArtifactWriter::followed(&dir, &name, c, None, recipients).unwrap();
         w.sink().write_all(&dump()).unwrap();
         let digest = w.commit().unwrap();
+        assert_eq!(digest.stored_sha256, None, "the follower computes it");
         damage(&dir.path().join(&name));
         let followed = check_followed(f, ArtifactKind::Database, c, recipients.is_some(), None);
-        followed.judge(
-            dir.path(),
-            &record(&name, c, recipients.is_some(), &digest),
-            &TH,
-            None,
-        )
+        // As a run records it: the SHA-256 the follower read.
+        let mut a = record(&name, c, recipients.is_some(), &digest);
+        a.stored_sha256 = followed.stored_sha256().unwrap_or_default().to_string();
+        followed.judge(dir.path(), &a, &TH, None)
     }
 
     fn flip_byte(path: &Path, at: u64) {
@@ -454,8 +470,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = BackupDir::create(&tmp.path().join("b")).unwrap();
         let name = "bucket_media_20260101_020000.tar.gz";
-        let mut w = ArtifactWriter::new(&dir, name, Compression::Gzip, None, None).unwrap();
-        let f = w.follow().unwrap();
+        let (mut w, f) =
+            ArtifactWriter::followed(&dir, name, Compression::Gzip, None, None).unwrap();
         let objects: [(&str, &[u8]); 2] = [("a.pdf", b"%PDF-1.7 first"), ("b/c.txt", b"second")];
         let mut index = Vec::new();
         {
@@ -496,8 +512,9 @@ mod tests {
         a.objects = Some(2);
         a.index_file = Some(index_name);
         a.index_sha256 = Some(hex::encode(sha2::Sha256::digest(&index)));
-        edit(&mut a, dir.path());
         let followed = check_followed(f, ArtifactKind::Objects, Compression::Gzip, false, None);
+        a.stored_sha256 = followed.stored_sha256().unwrap().to_string();
+        edit(&mut a, dir.path());
         followed.judge(dir.path(), &a, &TH, None)
     }
 
@@ -539,5 +556,28 @@ mod tests {
         let e = followed_bucket(|a, _| a.index_file = Some("bucket_other.index.jsonl".into()))
             .unwrap_err();
         assert!(matches!(e, CheckError::Bad(Problem::Missing { .. })), "{e}");
+    }
+
+    #[test]
+    fn the_followed_sha256_is_the_files_and_the_blake3_binds_it_to_what_was_written() {
+        use sha2::Digest as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = BackupDir::create(&tmp.path().join("b")).unwrap();
+        let name = "db_app.sql.zst";
+        let (mut w, f) =
+            ArtifactWriter::followed(&dir, name, Compression::Zstd, None, None).unwrap();
+        w.sink().write_all(&dump()).unwrap();
+        let digest = w.commit().unwrap();
+        let followed = check_followed(f, ArtifactKind::Database, Compression::Zstd, false, None);
+        let file = std::fs::read(dir.path().join(name)).unwrap();
+        assert_eq!(
+            followed.stored_sha256(),
+            Some(hex::encode(sha2::Sha256::digest(&file)).as_str())
+        );
+        let mut a = record(name, Compression::Zstd, false, &digest);
+        a.stored_sha256 = followed.stored_sha256().unwrap().to_string();
+        a.stored_blake3 = None;
+        let e = followed.judge(dir.path(), &a, &TH, None).unwrap_err();
+        assert!(e.to_string().contains("no stored BLAKE3"), "{e}");
     }
 }
