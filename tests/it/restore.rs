@@ -197,17 +197,20 @@ fn a_damaged_database_backup_is_refused_before_touching_the_server() {
     bytes[n] ^= 1;
     std::fs::write(&art, bytes).unwrap();
     let target = format!("{db}_never");
-    let r = stackback(
-        &[
-            "restore",
-            "db",
-            "latest",
-            "--target-db",
-            &target,
-            "--create",
-        ],
-        &env,
-    );
+    let restore = || {
+        stackback(
+            &[
+                "restore",
+                "db",
+                "latest",
+                "--target-db",
+                &target,
+                "--create",
+            ],
+            &env,
+        )
+    };
+    let r = restore();
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(r.stderr.contains("refusing to restore"), "{}", r.stderr);
     // Proven by the stored BLAKE3 the run recorded (what `b3sum` prints of the intact file).
@@ -229,17 +232,7 @@ fn a_damaged_database_backup_is_refused_before_touching_the_server() {
             serde_json::Value::Null,
         )],
     );
-    let r = stackback(
-        &[
-            "restore",
-            "db",
-            "latest",
-            "--target-db",
-            &target,
-            "--create",
-        ],
-        &env,
-    );
+    let r = restore();
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(
         r.stderr.contains("refusing to restore") && r.stderr.contains(sha),
