@@ -6,10 +6,10 @@
 use super::*;
 
 impl RunCtx<'_> {
-    /// Judges what [`Self::followed_writer`]'s check read against the committed file and its record, and
-    /// adds the artifact to the record (a failed check removes its files).
-    /// The file's SHA-256 is the one that check read: the writer computed only its BLAKE3, which
-    /// the judgement compares with the file's.
+    /// Judges what [`Self::followed_writer`]'s check read against the committed file and its
+    /// record, and adds the artifact to the record (a failed check removes its files). The file's
+    /// SHA-256 is the one that check read: the writer computed only its BLAKE3, which the
+    /// judgement compares with the file's.
     pub(super) async fn judge_and_add(
         &mut self,
         mut art: ArtifactRecord,
