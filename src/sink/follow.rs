@@ -2,13 +2,13 @@
 //! its first bytes instead of after its last, so on a busy machine the read-back no longer adds its
 //! whole length to the run (docs/PERFORMANCE.md).
 //!
-//! The writing side ([`Published`]) sits directly on the temp file, under every buffer, and counts
-//! what has reached the file. A [`Follower`] reads the same inode through its own descriptor, never
-//! past that count, and blocks when it has caught up. It ends at the writer's end ([`Published::end`],
-//! called once the last byte is in the file) or fails when the writer is dropped without one (the
-//! run failed, the temp file is gone). What it reads comes from the page cache, as a read-back after
-//! the fsync does; the caller then proves the committed name is this same file
-//! ([`Follower::file_id`]) of the size it read.
+//! The writing side ([`Published`]) sits directly on the temp file, under every buffer, and
+//! counts what has reached the file. A [`Follower`] reads the same inode through its own
+//! descriptor, never past that count, and blocks when it has caught up. It ends at the writer's
+//! end ([`Published::end`], called once the last byte is in the file) or fails when the writer is
+//! dropped without one (the run failed and removes the temp file). What it reads comes from the
+//! page cache, as a read-back after the fsync does; the caller then proves the committed name is
+//! this same file ([`Follower::file_id`]) of the size it read.
 
 use std::fs::File;
 use std::io::{self, Read, Write};

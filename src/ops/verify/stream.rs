@@ -259,7 +259,8 @@ impl Followed {
         // check still computed the BLAKE3.
         if a.stored_blake3.is_none() {
             return Err(CheckError::Bad(Problem::undecodable(format!(
-                "the run recorded no stored BLAKE3 for {}: nothing binds the file read back to what was written",
+                "the run recorded no stored BLAKE3 for {}: nothing binds the file read back to \
+                 what was written",
                 a.file
             ))));
         }
