@@ -311,7 +311,7 @@ impl ArtifactWriter {
     /// A reader of the stored bytes as they reach the file, ending once [`ArtifactWriter::commit`]
     /// has written the last one, failing when the writer is dropped instead
     /// ([`crate::sink::follow`]).
-    pub fn follow(&self) -> Result<Follower> {
+    fn follow(&self) -> Result<Follower> {
         let path = self.temp.temp_path().to_path_buf();
         self.follow
             .open(&path)
