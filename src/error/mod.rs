@@ -13,7 +13,7 @@ mod problem;
 use std::fmt;
 use std::path::PathBuf;
 
-pub use problem::{Checksum, Problem};
+pub use problem::{Checksum, Problem, ReadBack};
 
 /// Documented exit codes (README "Exit codes").
 pub mod exit {

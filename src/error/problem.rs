@@ -45,13 +45,8 @@ pub enum Problem {
     IncompleteDump { marker: &'static str },
     /// A bucket archive disagrees with its object index (order, sizes, checksums, count).
     IndexMismatch { detail: String },
-    /// A restored object reads back differently from the index.
-    ReadBack {
-        key: String,
-        bucket: String,
-        actual: String,
-        recorded: String,
-    },
+    /// A restored object reads back differently from the index (boxed: the largest variant).
+    ReadBack(Box<ReadBack>),
     /// An archive entry would land outside the restore target.
     OutsideTarget,
     /// `latest` was asked for, and no run succeeded.
@@ -72,6 +67,17 @@ pub enum Problem {
         objects: usize,
         detail: String,
     },
+}
+
+/// How a restored object read back, against its index entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    pub key: String,
+    pub bucket: String,
+    /// `"blake3"` or `"sha256"`: the sum the index entry is checked by.
+    pub algorithm: &'static str,
+    pub actual: String,
+    pub recorded: String,
 }
 
 impl fmt::Display for Problem {
@@ -113,14 +119,10 @@ impl fmt::Display for Problem {
                 "the dump does not end with {marker:?}: pg_dump did not finish writing it"
             ),
             Problem::IndexMismatch { detail } => f.write_str(detail),
-            Problem::ReadBack {
-                key,
-                bucket,
-                actual,
-                recorded,
-            } => write!(
+            Problem::ReadBack(r) => write!(
                 f,
-                "object {key:?} in bucket {bucket} reads back with sha256 {actual}, expected {recorded}"
+                "object {:?} in bucket {} reads back with {} {}, expected {}",
+                r.key, r.bucket, r.algorithm, r.actual, r.recorded
             ),
             Problem::OutsideTarget => f.write_str(
                 "holds an entry that points outside the target directory; refusing it",

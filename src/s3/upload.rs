@@ -13,12 +13,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::{s3_error, with_key};
-use crate::archive::IndexEntry;
-use crate::error::{Error, Problem, Result, S3ErrorKind};
+use crate::archive::{IndexEntry, ObjectHasher};
+use crate::error::{Error, Problem, ReadBack, Result, S3ErrorKind};
 
 /// Objects above this size are uploaded with a multipart upload.
 pub const PART_SIZE: usize = 8 << 20;
@@ -202,7 +201,8 @@ async fn upload_parts(
     Ok(())
 }
 
-/// Reads an object back and compares its SHA-256 with the index entry.
+/// Reads an object back and compares its sum (BLAKE3, or SHA-256 for older indexes) with the index
+/// entry.
 pub async fn read_back(client: &Client, bucket: &str, m: &IndexEntry) -> Result<()> {
     let out = client
         .get_object()
@@ -212,21 +212,21 @@ pub async fn read_back(client: &Client, bucket: &str, m: &IndexEntry) -> Result<
         .await
         .map_err(|e| with_key(s3_error("GetObject", bucket, e), &m.key))?;
     let mut body = out.body;
-    let mut h = Sha256::new();
+    let mut h = ObjectHasher::for_entry(m);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Error::step(format!("reading back {:?}", m.key), e))?;
         h.update(&chunk);
     }
-    let got = hex::encode(h.finalize());
-    if got != m.sha256 {
+    if let Err(e) = h.finish().check(m) {
         return Err(Error::verification(
             format!("bucket {bucket}"),
-            Problem::ReadBack {
+            Problem::ReadBack(Box::new(ReadBack {
                 key: m.key.clone(),
                 bucket: bucket.to_string(),
-                actual: got,
-                recorded: m.sha256.clone(),
-            },
+                algorithm: e.algorithm,
+                actual: e.actual,
+                recorded: e.recorded,
+            })),
         ));
     }
     Ok(())

@@ -15,10 +15,10 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::archive::{IndexEntry, PathPlanner, INDEX_ENTRY};
+use crate::archive::{IndexEntry, ObjectHasher, PathPlanner, INDEX_ENTRY};
 use crate::crypt::{Identities, Recipients, SealWriter};
 use crate::error::{Error, Result, S3Error, S3ErrorKind};
-use crate::pipeline::{HashReader, HashWriter};
+use crate::pipeline::HashWriter;
 use crate::s3::{s3_error, with_key};
 use crate::sink::local::{ArtifactWriter, TempArtifact};
 
@@ -273,6 +273,7 @@ fn object_meta(
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default(),
         sha256: String::new(),
+        blake3: None,
     };
     let mtime = out
         .last_modified()
@@ -487,6 +488,22 @@ fn body_or_disk(e: io::Error, key: &str, io_err: &impl Fn(io::Error) -> Error) -
     }
 }
 
+/// Counts an object's bytes and takes both of its index sums as tar reads it.
+struct ObjectReader<R> {
+    inner: R,
+    sums: ObjectHasher,
+    bytes: u64,
+}
+
+impl<R: Read> Read for ObjectReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sums.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 fn header(size: u64, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
@@ -534,12 +551,16 @@ fn write_archive(
                 body,
             } = *f;
             meta.path = planner.path_for(&meta.key);
-            let mut reader = HashReader::new(ExactReader {
-                body,
-                chunk: Bytes::new(),
-                remaining: meta.size,
-                key: meta.key.clone(),
-            });
+            let mut reader = ObjectReader {
+                inner: ExactReader {
+                    body,
+                    chunk: Bytes::new(),
+                    remaining: meta.size,
+                    key: meta.key.clone(),
+                },
+                sums: ObjectHasher::both(),
+                bytes: 0,
+            };
             let mut h = header(meta.size, mtime);
             tar.append_data(&mut h, &meta.path, &mut reader)
                 .map_err(|e| body_or_disk(e, &meta.key, &io_err))?;
@@ -549,8 +570,8 @@ fn write_archive(
                 what: format!("fetching object {:?}", meta.key),
                 detail: e.to_string(),
             })?;
-            let (n, sha) = reader.finish();
-            meta.sha256 = sha;
+            let (n, sums) = (reader.bytes, reader.sums.finish());
+            (meta.sha256, meta.blake3) = (sums.sha256.unwrap_or_default(), sums.blake3);
             stats.objects += 1;
             stats.bytes += n;
             serde_json::to_writer(&mut index_w, &meta)

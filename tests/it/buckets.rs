@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::support::fault::sha256sum;
 use crate::support::s3::{
-    bucket_name, garage, moto_tls, noise, other, parse_dump, s3_tests, small_bucket, S3Server,
+    bucket_name, garage, moto, moto_tls, noise, other, parse_dump, s3_tests, small_bucket, S3Server,
 };
 use crate::support::tls::TestCa;
 use crate::support::*;
@@ -394,5 +395,136 @@ fn several_buckets_in_one_run(s3: &S3Server) {
             s3.objects(bucket, ""),
             "{bucket}"
         );
+    }
+}
+
+/// Rewrites a bucket archive with one byte of `key`'s entry changed (same size). With `strip`,
+/// the index entries (inside the archive, and the returned copy for beside it) lose their
+/// `blake3`, as indexes written before it were.
+fn change_object(archive: &Path, key: &str, strip: bool) -> String {
+    let script = r#"
+import io, json, sys, tarfile
+src, key, strip = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+def drop(text):
+    lines = [json.loads(l) for l in text.decode().splitlines() if l]
+    for l in lines:
+        l.pop("blake3", None)
+    return "".join(json.dumps(l) + "\n" for l in lines).encode()
+out, index = io.BytesIO(), b""
+with tarfile.open(src, "r:gz") as i, tarfile.open(fileobj=out, mode="w:gz", format=tarfile.GNU_FORMAT) as o:
+    for m in i.getmembers():
+        data = i.extractfile(m).read()
+        if m.name == key:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        if m.name == ".stackback/objects.jsonl":
+            data = drop(data) if strip else data
+            index = data
+            m.size = len(data)
+        o.addfile(m, io.BytesIO(data))
+open(src, "wb").write(out.getvalue())
+sys.stdout.write(index.decode())
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, archive.to_str().unwrap(), key])
+        .arg(if strip { "1" } else { "0" })
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every object's index entry keeps its SHA-256 and its BLAKE3, as `sha256sum` and `b3sum` print
+/// them. An object changed inside the archive, with the archive's own sums forged to match (so
+/// only the object's sum can tell), is refused by `verify` and by a restore, naming the BLAKE3;
+/// with an index from before BLAKE3 (no `blake3` field), by its SHA-256.
+#[test]
+fn a_changed_object_is_caught_by_the_sum_its_index_keeps() {
+    let s3 = moto();
+    let c = cluster();
+    let db = c.seeded_db("objsum");
+    let b = small_bucket(s3);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("backups");
+    let env = env_for(&db, &dir, s3, &b);
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let rec = only_record(&dir);
+    let id = rec["run_id"].as_str().unwrap().to_string();
+    let record = dir.join(format!("run_{id}.json"));
+    let archive = bucket_artifact(&dir);
+    let sidecar = dir.join(rec["artifacts"][1]["index_file"].as_str().unwrap());
+    let index = std::fs::read_to_string(&sidecar).unwrap();
+    let lines: Vec<serde_json::Value> = index
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for l in &lines {
+        let key = l["key"].as_str().unwrap();
+        let i: u64 = key
+            .trim_start_matches("docs/")
+            .trim_end_matches(".txt")
+            .parse()
+            .unwrap();
+        let f = tmp.path().join("object");
+        std::fs::write(&f, noise(i, 2000)).unwrap();
+        assert_eq!(l["sha256"], sha256sum(&f), "{l}");
+        let b3 = sh(&format!("b3sum {}", f.display()));
+        assert_eq!(l["blake3"], b3.split_whitespace().next().unwrap(), "{l}");
+    }
+
+    let pristine = std::fs::read(&archive).unwrap();
+    for (strip, algorithm) in [(false, "blake3"), (true, "sha256")] {
+        std::fs::write(&archive, &pristine).unwrap();
+        let index = change_object(&archive, "docs/1.txt", strip);
+        std::fs::write(&sidecar, &index).unwrap();
+        let mut edits = facts(&archive, "gunzip -c").edits(1);
+        edits.push((
+            "artifacts.1.index_sha256".into(),
+            sha256sum(&sidecar).into(),
+        ));
+        forge_record(&record, &edits);
+        let r = stackback(&["verify", &id], &env);
+        assert_eq!(r.code, 3, "{}", r.all());
+        assert!(
+            r.all().contains(&format!(
+                "\"docs/1.txt\" differs from the index ({algorithm} "
+            )),
+            "{algorithm}: {}",
+            r.all()
+        );
+        let dst = bucket_name("objsum");
+        let args = [
+            "restore",
+            "objects",
+            &id,
+            "--bucket",
+            &dst,
+            "--create-bucket",
+        ];
+        let r = stackback(&args, &env);
+        assert_eq!(r.code, 3, "{}", r.all());
+        assert!(
+            r.all()
+                .contains(&format!("object \"docs/1.txt\": {algorithm} ")),
+            "{algorithm}: {}",
+            r.all()
+        );
+        // Whatever landed before the refusal is intact, and the changed object did not land.
+        let source = s3.objects(&b, "");
+        for o in s3.objects(&dst, "") {
+            assert_ne!(
+                o["key"], "docs/1.txt",
+                "{algorithm}: the changed object landed"
+            );
+            assert!(
+                source.contains(&o),
+                "{algorithm}: {o} differs from the source"
+            );
+        }
     }
 }

@@ -142,7 +142,7 @@ fn restore_objects_verify_finds_a_mismatch(s3: &S3Server) {
     assert_eq!(r.code, 3, "{}", r.all());
     assert!(
         r.stderr.contains(&format!(
-            "object \"docs/3.txt\" in bucket {dst} reads back with sha256"
+            "object \"docs/3.txt\" in bucket {dst} reads back with blake3"
         )),
         "{}",
         r.stderr

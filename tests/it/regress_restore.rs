@@ -349,6 +349,7 @@ fn a_truncated_large_object_is_never_completed_under_its_key() {
         cache_control: None,
         metadata: Default::default(),
         sha256: String::new(),
+        blake3: None,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let result = rt.block_on(async {

@@ -498,7 +498,7 @@ fn objects_that_read_back_differently_are_caught(s3: &S3Server) {
             "docs/4.txt"
         ]
     );
-    assert!(m.iter().all(|m| m["field"] == "sha256"), "{t:#}");
+    assert!(m.iter().all(|m| m["field"] == "blake3"), "{t:#}");
 
     assert_eq!(s3.dump(&bucket), source, "the source bucket was touched");
     assert_eq!(scratch_buckets(s3), Vec::<String>::new());

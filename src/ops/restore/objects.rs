@@ -1,22 +1,22 @@
 //! Bucket archives back into any S3-compatible server.
 //!
 //! The archive is streamed on a blocking thread, pairing each tar entry with its index line (same
-//! order) and checking each object's SHA-256 as it is read; objects are uploaded on the async side:
-//! small ones concurrently with PutObject, large ones with a multipart upload (aborted on error),
-//! each with its content type, content headers and user metadata. `--verify` reads every object
-//! back and compares its SHA-256.
+//! order) and checking each object's sum as it is read (BLAKE3, or SHA-256 for indexes written
+//! before BLAKE3; see [`ObjectHasher`]); objects are uploaded on the async side: small ones
+//! concurrently with PutObject, large ones with a multipart upload (aborted on error), each with
+//! its content type, content headers and user metadata. `--verify` reads every object back and
+//! compares its sum.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::pipeline::sha::Sha256;
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::archive::{parse_index, IndexEntry, INDEX_ENTRY};
+use crate::archive::{parse_index, IndexEntry, ObjectHasher, INDEX_ENTRY};
 use crate::catalog::{ArtifactKind, ArtifactRecord};
 use crate::config::Config;
 use crate::error::{Checksum, Error, Problem, Result, S3ErrorKind};
@@ -418,7 +418,7 @@ async fn prepare_bucket(client: &Client, bucket: &str, opts: &ObjectRestoreOptio
 }
 
 /// The blocking side: decompress, walk tar entries and index lines together, check each object's
-/// SHA-256 as it is read, and hand objects to the uploader.
+/// sum as it is read, and hand objects to the uploader.
 fn read_archive(
     archive: &Path,
     stored: &super::Stored,
@@ -467,7 +467,7 @@ fn read_archive(
     Ok(())
 }
 
-/// Sends one object to the uploader, whole or in chunks, checking its SHA-256 as it is read.
+/// Sends one object to the uploader, whole or in chunks, checking its sum as it is read.
 /// Returns false when the uploader stopped listening.
 fn send_entry(
     entry: &mut dyn Read,
@@ -475,15 +475,12 @@ fn send_entry(
     tx: &mpsc::Sender<Item>,
     bad: &dyn Fn(String) -> Error,
 ) -> Result<bool> {
-    let mut hasher = Sha256::new();
-    let sha_mismatch = |h: Sha256, m: &IndexEntry| {
-        let got = h.finish_hex();
-        (got != m.sha256).then(|| {
-            format!(
-                "object {:?}: sha256 {got}, the index says {}",
-                m.key, m.sha256
-            )
-        })
+    let mut hasher = ObjectHasher::for_entry(&meta);
+    let sha_mismatch = |h: ObjectHasher, m: &IndexEntry| {
+        h.finish()
+            .check(m)
+            .err()
+            .map(|e| format!("object {:?}: {e}", m.key))
     };
     let path = meta.path.clone();
     if meta.size <= PART_SIZE as u64 {
@@ -540,7 +537,7 @@ fn send_entry(
     Ok(true)
 }
 
-/// Reads every restored object back and compares its SHA-256 with the index.
+/// Reads every restored object back and compares its sum with the index.
 async fn verify_bucket(
     client: &Client,
     bucket: &str,

@@ -1,6 +1,7 @@
 //! The bucket half of a restore test: a sample of a bucket archive's objects (all of them with
 //! `--full`) uploaded into a scratch bucket on the source S3 server by the object restore itself,
-//! read back through S3, and compared with the object index: SHA-256, content type, user metadata.
+//! read back through S3, and compared with the object index: BLAKE3 (SHA-256 for older indexes),
+//! content type, user metadata.
 //!
 //! The scratch bucket is emptied (objects and unfinished multipart uploads) and deleted by
 //! [`remove_bucket`] whatever happened; buckets a killed test left (names checked by
@@ -9,12 +10,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use crate::pipeline::sha::Sha256;
 use aws_sdk_s3::Client;
 use tokio::task::JoinSet;
 
 use super::compare::{is_scratch_bucket, sample, BUCKET_PREFIX};
-use crate::archive::{parse_index, IndexEntry};
+use crate::archive::{parse_index, IndexEntry, ObjectHasher};
 use crate::catalog::{ArtifactRecord, BucketTestResult, ObjectMismatch};
 use crate::error::{Error, Problem, Result, S3ErrorKind, ScratchRefusal};
 use crate::ops::restore::objects::{restore_one, usable_index, Existing, KeyFilter};
@@ -186,16 +186,15 @@ async fn read_back(client: &Client, bucket: &str, m: &IndexEntry) -> Result<Vec<
         ));
     }
     let mut body = out.body;
-    let mut h = Sha256::new();
+    let mut h = ObjectHasher::for_entry(m);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Error::step(format!("reading back {:?}", m.key), e))?;
         h.update(&chunk);
     }
-    let sha = h.finish_hex();
-    if sha != m.sha256 {
+    if let Err(e) = h.finish().check(m) {
         found.push(miss(
-            "sha256",
-            format!("{sha}, the index says {}", m.sha256),
+            e.algorithm,
+            format!("{}, the index says {}", e.actual, e.recorded),
         ));
     }
     Ok(found)

@@ -495,6 +495,7 @@ mod tests {
                     cache_control: None,
                     metadata: Default::default(),
                     sha256: hex::encode(sha2::Sha256::digest(body)),
+                    blake3: Some(blake3::hash(body).to_hex().to_string()),
                 };
                 serde_json::to_writer(&mut index, &e).unwrap();
                 index.push(b'\n');
