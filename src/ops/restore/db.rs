@@ -14,6 +14,7 @@ use crate::error::{Error, Problem, Result};
 use crate::ops::Selector;
 use crate::redact::Redactor;
 use crate::sink::local::BackupDir;
+use crate::source::copyrows::CopyRows;
 use crate::source::postgres::{self, connect, quote_ident, sql_err, ToolSearch};
 
 #[derive(Debug, Clone, Default)]
@@ -101,7 +102,7 @@ pub async fn restore_db(
         .or_else(|| opts.target_url.as_ref().map(|_| pg.db.clone()))
         .unwrap_or_else(|| a.source.clone());
     let (server_num, landing) = prepare_target(&pg, opts).await?;
-    let plain_bytes = match &landing {
+    let loaded = match &landing {
         Landing::Direct => {
             load(cfg, &pg, (&a, &stored), &archive, server_num, opts.no_owner).await?
         }
@@ -123,18 +124,17 @@ pub async fn restore_db(
                 // The target was never touched; only the scratch database goes.
                 drop_database(&pg, new, server_num).await;
             }
-            let bytes = loaded?;
+            let loaded = loaded?;
             swap(&pg, new, old, server_num).await?;
-            bytes
+            loaded
         }
     };
-    let (tables, rows) = count_rows(&pg).await?;
     Ok(DbRestoreReport {
         artifact: a.file,
         target: pg.db,
-        tables,
-        rows,
-        plain_bytes,
+        tables: loaded.tables,
+        rows: loaded.rows,
+        plain_bytes: loaded.plain_bytes,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -274,7 +274,16 @@ async fn drop_database(pg: &PostgresConfig, name: &str, server_num: i32) {
     }
 }
 
-/// Streams the dump into psql; psql's exit status decides. Returns the plain bytes fed.
+/// What a load fed psql: the plain bytes, and the tables and rows of the dump's COPY blocks. psql
+/// ran them in one transaction with ON_ERROR_STOP, so once it exits 0 they are what was loaded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Loaded {
+    pub plain_bytes: u64,
+    pub tables: u64,
+    pub rows: u64,
+}
+
+/// Streams the dump into psql; psql's exit status decides.
 pub(crate) async fn load(
     cfg: &Config,
     pg: &PostgresConfig,
@@ -282,7 +291,7 @@ pub(crate) async fn load(
     archive: &Path,
     server_num: i32,
     no_owner: bool,
-) -> Result<u64> {
+) -> Result<Loaded> {
     let search = ToolSearch::system(cfg.postgres()?.pg_dump.clone());
     let tools = search.tools("psql").await?;
     let psql = postgres::select_tool("psql", &tools, Some((server_num / 10000) as u32))?.clone();
@@ -290,14 +299,41 @@ pub(crate) async fn load(
     let (tx, rx) = mpsc::channel(8);
     let path = archive.to_path_buf();
     let stored = stored.clone();
-    let reader = std::thread::spawn(move || read_dump(&path, &stored, no_owner, tx));
+    let reader = std::thread::spawn(move || {
+        let mut rows = CopyRows::new();
+        // A panic must reach psql as an error: a closed stdin alone would let it commit what it
+        // had so far.
+        let on_panic = tx.clone();
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_dump(&path, &stored, no_owner, tx, &mut rows)
+        }));
+        match read {
+            Ok(()) => Some(rows.counts()),
+            Err(_) => {
+                let _ = on_panic.blocking_send(Err(Error::step(
+                    "reading the dump",
+                    "the reader thread panicked; psql was stopped, nothing was committed",
+                )));
+                None
+            }
+        }
+    });
     let redactor: Redactor = cfg.redactor();
     let fed =
         crate::source::child::feed_stdin(postgres::psql_command(&psql, pg), "psql", rx, &redactor)
             .await;
-    let _ = reader.join();
+    let counted = reader.join().ok().flatten();
     match fed {
-        Ok(outcome) => Ok(outcome.bytes),
+        Ok(outcome) => {
+            let (tables, rows) = counted.ok_or_else(|| {
+                Error::step("reading the dump", "the reader stopped without its counts")
+            })?;
+            Ok(Loaded {
+                plain_bytes: outcome.bytes,
+                tables,
+                rows,
+            })
+        }
         Err(Error::Child {
             tool,
             status,
@@ -314,13 +350,15 @@ pub(crate) async fn load(
 }
 
 /// The blocking side of a load: decompresses the dump and sends it in chunks, leaving out `ALTER
-/// ... OWNER TO` lines outside COPY data when `no_owner`. A dump that cannot be read to the end is
-/// sent as an error, so psql is stopped before it could commit.
+/// ... OWNER TO` lines outside COPY data when `no_owner`, and counts what it sends into `rows`. A
+/// dump that cannot be read to the end is sent as an error, so psql is stopped before it could
+/// commit.
 fn read_dump(
     archive: &Path,
     stored: &super::Stored,
     no_owner: bool,
     tx: mpsc::Sender<Result<Bytes>>,
+    rows: &mut CopyRows,
 ) {
     let unreadable = |e: std::io::Error| {
         Error::verification(
@@ -351,6 +389,7 @@ fn read_dump(
                 }
             };
             chunk.truncate(n);
+            rows.feed(&chunk);
             if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
                 return;
             }
@@ -381,40 +420,20 @@ fn read_dump(
             continue;
         }
         chunk.extend_from_slice(&line);
-        if chunk.len() >= 256 * 1024
-            && tx
+        if chunk.len() >= 256 * 1024 {
+            rows.feed(&chunk);
+            if tx
                 .blocking_send(Ok(Bytes::from(std::mem::take(&mut chunk))))
                 .is_err()
-        {
-            return;
+            {
+                return;
+            }
         }
     }
     if !chunk.is_empty() {
+        rows.feed(&chunk);
         let _ = tx.blocking_send(Ok(Bytes::from(chunk)));
     }
-}
-
-/// Tables and rows in the restored database.
-async fn count_rows(pg: &PostgresConfig) -> Result<(u64, u64)> {
-    let target = connect(pg, &pg.db).await?;
-    let tables = target
-        .query(
-            "select format('%I.%I', schemaname, tablename) from pg_tables where schemaname not in ('pg_catalog', 'information_schema')",
-            &[],
-        )
-        .await
-        .map_err(sql_err("listing restored tables"))?;
-    let mut rows = 0u64;
-    for t in &tables {
-        let name: String = t.get(0);
-        let n: i64 = target
-            .query_one(&format!("select count(*) from {name}"), &[])
-            .await
-            .map_err(sql_err("counting restored rows"))?
-            .get(0);
-        rows += n as u64;
-    }
-    Ok((tables.len() as u64, rows))
 }
 
 /// Decompresses into `out` atomically (temp name, fsync, rename), mode 0600.
