@@ -466,7 +466,7 @@ mod tests {
     fn followed_bucket(
         edit: impl FnOnce(&mut ArtifactRecord, &Path),
     ) -> std::result::Result<Checked, CheckError> {
-        use crate::archive::{IndexEntry, INDEX_ENTRY};
+        use crate::archive::INDEX_ENTRY;
         use sha2::Digest as _;
         let tmp = tempfile::tempdir().unwrap();
         let dir = BackupDir::create(&tmp.path().join("b")).unwrap();
@@ -482,21 +482,7 @@ mod tests {
                 h.set_size(body.len() as u64);
                 h.set_mode(0o600);
                 tar.append_data(&mut h, key, body).unwrap();
-                let e = IndexEntry {
-                    key: key.into(),
-                    path: key.into(),
-                    size: body.len() as u64,
-                    etag: None,
-                    last_modified: None,
-                    content_type: None,
-                    content_encoding: None,
-                    content_disposition: None,
-                    content_language: None,
-                    cache_control: None,
-                    metadata: Default::default(),
-                    sha256: hex::encode(sha2::Sha256::digest(body)),
-                    blake3: Some(blake3::hash(body).to_hex().to_string()),
-                };
+                let e = crate::archive::tests::entry(key, body, true);
                 serde_json::to_writer(&mut index, &e).unwrap();
                 index.push(b'\n');
             }
