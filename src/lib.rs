@@ -17,7 +17,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers, lowest first (a module imports only from layers below it): `units`, `redact`, `error`,
+//! Layers, lowest first (a module imports only from layers below it): `units`, `memory`, `redact`, `error`,
 //! `pipeline`, `catalog`, `sink`, `archive`, `retention`, `anomaly`, `schedule`, `config`, `s3`, `source`,
 //! `progress`; then `notify`, `install`, `ops`, `server`. docs/ARCHITECTURE.md draws them.
 
@@ -28,6 +28,7 @@ pub mod config;
 pub mod crypt;
 pub mod error;
 pub mod install;
+pub mod memory;
 pub mod notify;
 pub mod ops;
 pub mod pipeline;

@@ -2,6 +2,10 @@
 
 mod cli;
 
+/// Counts the live heap for the daemon's memory metric and log line (see `memory`).
+#[global_allocator]
+static ALLOC: stackback::memory::Counting = stackback::memory::Counting;
+
 fn main() {
     std::process::exit(cli::main());
 }

@@ -249,6 +249,23 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
             "Scheduled runs skipped because another run was still going.",
             vec![(String::new(), d.skipped.load(Ordering::Relaxed) as f64)],
         );
+        let mem = crate::memory::usage();
+        if let Some(b) = mem.resident {
+            e.metric(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory of the daemon.",
+                vec![(String::new(), b as f64)],
+            );
+        }
+        if let Some(b) = mem.heap_in_use {
+            e.metric(
+                "backup_daemon_heap_bytes",
+                "gauge",
+                "Bytes the daemon has allocated and not freed; between runs it stays flat unless memory leaks.",
+                vec![(String::new(), b as f64)],
+            );
+        }
     }
     let good = view
         .records

@@ -91,6 +91,13 @@ pub async fn daemon(cfg: Config, run_now: bool, mut shutdown: watch::Receiver<bo
                 restore_tests::after_run(&state, ok_run, shutdown.clone()).await;
             }
         }
+        crate::memory::give_back();
+        let mem = crate::memory::usage();
+        info!(
+            heap_in_use_bytes = mem.heap_in_use,
+            resident_bytes = mem.resident,
+            "memory after the run"
+        );
         let skipped = next.map_or(0, |n| sched.due_between(n, Utc::now()));
         if skipped > 0 {
             warn!(

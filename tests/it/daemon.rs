@@ -137,6 +137,33 @@ fn two_scheduled_runs_then_a_clean_shutdown() {
         metrics.contains("# TYPE backup_runs_total counter"),
         "{metrics}"
     );
+    // The daemon's own memory, which the soak judges a leak by.
+    for (gauge, least) in [
+        ("process_resident_memory_bytes", 1e6),
+        ("backup_daemon_heap_bytes", 1e4),
+    ] {
+        let v: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{gauge} ")))
+            .unwrap_or_else(|| panic!("{gauge} missing: {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(v > least, "{gauge} {v}");
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let exposition = scratch.path().join("metrics.txt");
+    std::fs::write(&exposition, &metrics).unwrap();
+    let lint = std::process::Command::new(find_binary("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&exposition).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     let (code, page) = d.get("/");
     assert_eq!(code, 200);
     assert!(page.contains("*/2 * * * * *"), "{page}");

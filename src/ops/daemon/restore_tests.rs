@@ -114,6 +114,7 @@ async fn scheduled(
             }
             test(&state, Selector::Latest, shutdown.clone()).await;
         }
+        crate::memory::give_back();
         next = schedule.next_after(Utc::now().max(due));
     }
 }
