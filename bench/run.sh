@@ -16,15 +16,18 @@
 #   peak RSS: database runs <= 64 MiB at every scale, the bucket run <= 128 MiB
 #
 # Every command runs under /usr/bin/time; a row is the median of --reps repetitions by wall time
-# (the lower median for an even count). Everything runs on throwaway servers (PostgreSQL, Garage)
+# (the lower median for an even count). The database backup rows take --db-reps instead (default 7):
+# on a shared 2-vCPU VM the raw dump's own wall time moves by more than the gap measured (2.6-4.8 s
+# at scale 20 within minutes), and each of those repetitions runs stackback and its baseline back to
+# back, so the table also prints the ratio of each such pair. Everything runs on throwaway servers (PostgreSQL, Garage)
 # in a mktemp work directory that the EXIT trap removes. Any failing command stops the script with
 # a non-zero exit and its output; a target that is not met is a result, not a failure (exit 0).
 #
 # Time at the defaults on a 2-vCPU VM (2026-11-29): 11 minutes with --reps 1 (about 160 s of setup,
 # 510 s of measured commands), so about 28 minutes with the default --reps 3.
 #
-# Usage: bench/run.sh [--db-scales "20 40"] [--objects 5000] [--reps 3] [--skip-bucket] [--skip-db]
-#                     [--profile]
+# Usage: bench/run.sh [--db-scales "20 40"] [--objects 5000] [--reps 3] [--db-reps 7]
+#                     [--skip-bucket] [--skip-db] [--profile]
 #   STACKBACK_BIN=path  use this binary instead of building target/release/stackback
 #   --profile           perf record of the database gzip and zstd runs at the first scale, reports
 #                       printed last
@@ -36,12 +39,13 @@ ROOT=$PWD
 usage() { sed -n '/^# Usage:/,/^#   --profile/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { log "$*"; exit 1; }
 
-DB_SCALES="20 40"; OBJECTS=5000; REPS=3; SKIP_BUCKET=0; SKIP_DB=0; PROFILE=0
+DB_SCALES="20 40"; OBJECTS=5000; REPS=3; DB_REPS=7; SKIP_BUCKET=0; SKIP_DB=0; PROFILE=0
 while [ $# -gt 0 ]; do
   case $1 in
     --db-scales) [ $# -ge 2 ] || usage; DB_SCALES=$2; shift 2 ;;
     --objects) [ $# -ge 2 ] || usage; OBJECTS=$2; shift 2 ;;
     --reps) [ $# -ge 2 ] || usage; REPS=$2; shift 2 ;;
+    --db-reps) [ $# -ge 2 ] || usage; DB_REPS=$2; shift 2 ;;
     --skip-bucket) SKIP_BUCKET=1; shift ;;
     --skip-db) SKIP_DB=1; shift ;;
     --profile) PROFILE=1; shift ;;
@@ -49,7 +53,7 @@ while [ $# -gt 0 ]; do
     *) log "unknown argument: $1"; usage ;;
   esac
 done
-for n in $DB_SCALES $OBJECTS $REPS; do
+for n in $DB_SCALES $OBJECTS $REPS $DB_REPS; do
   [[ $n =~ ^[1-9][0-9]*$ ]] || die "not a positive integer: $n"
 done
 [ -n "$DB_SCALES" ] || die "--db-scales is empty"
@@ -139,6 +143,10 @@ timed() {
     printf "%.2f %.2f %.2f %d", a[1] + b[1], a[2] + b[2], a[3] + b[3], (b[4] > a[4] ? b[4] : a[4]) }')
 }
 # rep_end ID OUT_BYTES: records the repetition ("wall user sys rss_kib out_bytes"; out "-": none).
+# pairs SB_ID BASE_ID: the ratio of each repetition's stackback wall to its baseline's, in order.
+pairs() {
+  paste -d ' ' "$WORK/reps/$1" "$WORK/reps/$2" | awk '{ printf "%s%.2f", (NR > 1 ? " " : ""), ($6 > 0 ? $1 / $6 : 0) }'
+}
 rep_end() { echo "$REP_ACC $2" >> "$WORK/reps/$1"; }
 
 # Rows of the table, in order. row_add ID WORK TOOL PLAIN_BYTES [SB_ID]: the median repetition of
@@ -196,7 +204,7 @@ MACHINE=$(
   echo "kernel:    $(uname -sr)"
   echo "pg_dump:   $("$PGBIN/pg_dump" --version)"
   echo "tools:     $(gzip --version | head -n 1), zstd $(zstd --version | grep -o "v[0-9.]*" | head -n 1), $(rclone version 2>/dev/null | head -n 1), age $(age --version)"
-  echo "reps:      $REPS (median by wall)"
+  echo "reps:      $REPS (median by wall); database backups: $DB_REPS"
 )
 DATASETS=()
 PROFILED=()
@@ -250,14 +258,14 @@ bench_db() {
   # A dump first, untimed: every measured run then reads a warm page cache, not only the later ones.
   quiet warmup "${PG_DUMP[@]}" -f /dev/null "$db"
 
-  for rep in $(seq 1 "$REPS"); do
-    log "scale $scale, rep $rep/$REPS: gzip"
+  for rep in $(seq 1 "$DB_REPS"); do
+    log "scale $scale, rep $rep/$DB_REPS: gzip"
     dir=$WORK/sb-gzip-$scale
     rep_begin; sb_run "$dir" POSTGRES_DB="$db" BACKUP_COMPRESSION=gzip
     rep_end "sb-gzip-$scale" "$(record_field "$dir" database stored_bytes)"
     rep_begin; timed bash -c 'set -o pipefail; "${@:2}" | gzip -6 > "$1"' _ "$WORK/base.sql.gz" "${PG_DUMP[@]}" "$db"
     rep_end "base-gzip-$scale" "$(bytes_of "$WORK/base.sql.gz")"
-    log "scale $scale, rep $rep/$REPS: zstd"
+    log "scale $scale, rep $rep/$DB_REPS: zstd"
     rep_begin; sb_run "$WORK/sb-zstd" POSTGRES_DB="$db" BACKUP_COMPRESSION=zstd
     rep_end "sb-zstd-$scale" "$(record_field "$WORK/sb-zstd" database stored_bytes)"
     rep_begin; timed "${PG_DUMP[@]}" -f /dev/null "$db"
@@ -475,6 +483,14 @@ echo
 echo "| target | measured ratio | goal | met? |"
 echo "|---|---:|---:|---|"
 printf '%s\n' "${TARGETS[@]}"
+if [ "$SKIP_DB" -eq 0 ]; then
+  echo
+  echo "Database backups, the ratio of each repetition (stackback, then its baseline, back to back):"
+  for s in $DB_SCALES; do
+    echo "- scale $s, gzip vs pg_dump | gzip -6: $(pairs "sb-gzip-$s" "base-gzip-$s")"
+    echo "- scale $s, zstd vs pg_dump > /dev/null: $(pairs "sb-zstd-$s" "base-null-$s")"
+  done
+fi
 for c in "${PROFILED[@]}"; do
   echo
   echo "perf report (stackback run, $c, scale $FIRST_SCALE; stackback's own threads):"
