@@ -5,6 +5,7 @@
 #   database (pgbench -i -s SCALE plus a table of wide text/jsonb rows), per scale:
 #     stackback run, gzip       vs  pg_dump | gzip -6 > FILE          goal wall <= 0.5x, size <= 1.05x
 #     stackback run, zstd       vs  pg_dump > /dev/null               goal wall <= 1.15x
+#                               and pg_dump | zstd -1 -T0 > FILE (the same compression; no goal)
 #     stackback run, gzip/zstd with age encryption (largest scale; no goal, same baselines)
 #     stackback verify FILE     vs  gunzip -c FILE | sha256sum        goal <= 0.5x  (largest scale)
 #                               and gunzip -c FILE | b3sum (the checksum stackback keeps; no goal)
@@ -23,8 +24,8 @@
 # in a mktemp work directory that the EXIT trap removes. Any failing command stops the script with
 # a non-zero exit and its output; a target that is not met is a result, not a failure (exit 0).
 #
-# Time at the defaults on a 2-vCPU VM (2026-11-29): 11 minutes with --reps 1 (about 160 s of setup,
-# 510 s of measured commands), so about 28 minutes with the default --reps 3.
+# Time on a 2-vCPU VM (2026-11-29): 52 minutes at the defaults (--reps 3, --db-reps 7); 11 minutes
+# with --reps 1 --db-reps 1 (about 160 s of setup, 510 s of measured commands).
 #
 # Usage: bench/run.sh [--db-scales "20 40"] [--objects 5000] [--reps 3] [--db-reps 7]
 #                     [--skip-bucket] [--skip-db] [--profile]
@@ -270,6 +271,9 @@ bench_db() {
     rep_end "sb-zstd-$scale" "$(record_field "$WORK/sb-zstd" database stored_bytes)"
     rep_begin; timed "${PG_DUMP[@]}" -f /dev/null "$db"
     rep_end "base-null-$scale" -
+    # The floor of any tool that compresses at zstd's level 1 on this machine: a reference row.
+    rep_begin; timed bash -c 'set -o pipefail; "${@:2}" | zstd -1 -T0 -q > "$1"' _ "$WORK/base.sql.zst" "${PG_DUMP[@]}" "$db"
+    rep_end "base-zstd-$scale" "$(bytes_of "$WORK/base.sql.zst")"
   done
   # The plain size (what pg_dump wrote) as the run recorded it: the MB/s of every row at this scale.
   plain=$(record_field "$WORK/sb-gzip-$scale" database plain_bytes)
@@ -278,6 +282,7 @@ bench_db() {
   row_add "base-gzip-$scale" "$work, gzip" "pg_dump | gzip -6" "$plain" "sb-gzip-$scale"
   row_add "sb-zstd-$scale" "$work, zstd" "stackback run" "$plain"
   row_add "base-null-$scale" "$work, zstd" "pg_dump > /dev/null" "$plain" "sb-zstd-$scale"
+  row_add "base-zstd-$scale" "$work, zstd" "pg_dump | zstd -1 -T0 (reference)" "$plain" "sb-zstd-$scale"
 
   if [ "$scale" = "$LARGEST_SCALE" ]; then
     bench_db_largest "$scale" "$db" "$plain"
@@ -485,11 +490,14 @@ echo "|---|---:|---:|---|"
 printf '%s\n' "${TARGETS[@]}"
 if [ "$SKIP_DB" -eq 0 ]; then
   echo
-  echo "Database backups, the ratio of each repetition (stackback, then its baseline, back to back):"
+  echo "The ratio of each repetition (stackback, then its baseline, back to back):"
   for s in $DB_SCALES; do
     echo "- scale $s, gzip vs pg_dump | gzip -6: $(pairs "sb-gzip-$s" "base-gzip-$s")"
     echo "- scale $s, zstd vs pg_dump > /dev/null: $(pairs "sb-zstd-$s" "base-null-$s")"
+    echo "- scale $s, pg_dump | zstd -1 -T0 vs pg_dump > /dev/null (reference): $(pairs "base-zstd-$s" "base-null-$s")"
   done
+  echo "- scale $LARGEST_SCALE, verify vs gunzip -c | sha256sum: $(pairs sb-verify base-verify)"
+  echo "- scale $LARGEST_SCALE, restore db vs gunzip -c | psql: $(pairs sb-restore base-restore)"
 fi
 for c in "${PROFILED[@]}"; do
   echo
