@@ -249,23 +249,6 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
             "Scheduled runs skipped because another run was still going.",
             vec![(String::new(), d.skipped.load(Ordering::Relaxed) as f64)],
         );
-        let mem = crate::memory::usage();
-        if let Some(b) = mem.resident {
-            e.metric(
-                "process_resident_memory_bytes",
-                "gauge",
-                "Resident memory of the daemon.",
-                vec![(String::new(), b as f64)],
-            );
-        }
-        if let Some(b) = mem.heap_in_use {
-            e.metric(
-                "backup_daemon_heap_bytes",
-                "gauge",
-                "Bytes the daemon has allocated and not freed; between runs it stays flat unless memory leaks.",
-                vec![(String::new(), b as f64)],
-            );
-        }
     }
     let good = view
         .records
@@ -282,6 +265,30 @@ pub fn render(cfg: &Config, daemon: Option<&DaemonCounters>) -> Result<String> {
     );
     remote_metrics(cfg, &mut e);
     Ok(e.0)
+}
+
+/// The daemon's own memory, for `/metrics` alone: a push describes runs, not the process that
+/// pushed them, and `process_*` names belong to the Pushgateway's own metrics there.
+pub fn render_process() -> String {
+    let mem = crate::memory::usage();
+    let mut e = Exposition::default();
+    if let Some(b) = mem.resident {
+        e.metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the daemon.",
+            vec![(String::new(), b as f64)],
+        );
+    }
+    if let Some(b) = mem.heap_in_use {
+        e.metric(
+            "backup_daemon_heap_bytes",
+            "gauge",
+            "Bytes the daemon has allocated and not freed; between runs it stays flat unless memory leaks.",
+            vec![(String::new(), b as f64)],
+        );
+    }
+    e.0
 }
 
 /// The off-site copy's state, from `.stackback-remote.json`, when a remote is configured.

@@ -18,7 +18,7 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, ScheduleConfig};
-use crate::notify::metrics::{render, DaemonCounters};
+use crate::notify::metrics::{render, render_process, DaemonCounters};
 
 /// What the endpoints share with the scheduler.
 pub struct DaemonState {
@@ -45,7 +45,7 @@ async fn metrics(State(s): State<Arc<DaemonState>>) -> impl IntoResponse {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            text,
+            text + &render_process(),
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

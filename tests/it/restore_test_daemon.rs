@@ -248,6 +248,11 @@ fn the_daemon_tests_on_its_schedule_and_the_last_success_outlives_pruning() {
         push.value("backup_restore_test_success", "") == Some(1.0)
     });
     assert_eq!(push.value("backup_skipped_runs_total", ""), Some(0.0));
+    // The daemon's own memory is served, never pushed: a push describes runs.
+    assert!(gauge(&get("/metrics"), "backup_daemon_heap_bytes").is_some());
+    for name in ["backup_daemon_heap_bytes", "process_resident_memory_bytes"] {
+        assert_eq!(push.value(name, ""), None, "{name} was pushed");
+    }
     let page = get("/");
     assert!(page.contains(&tested), "{page}");
     assert!(page.contains("2 tables, 122000 rows"), "{page}");
