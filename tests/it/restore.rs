@@ -365,3 +365,89 @@ fn globals_restore_with_psql_on_a_fresh_server() {
         .unwrap();
     assert_eq!(got, "t|7|t", "the role came back, without its password");
 }
+
+/// A restore's session sorts in `BACKUP_RESTORE_MAINTENANCE_WORK_MEM` (default 256 MiB), and never
+/// in less than the server gives it. The probe is a CHECK constraint that reads the session's
+/// `maintenance_work_mem`: COPY checks it for each row it loads, in psql's own session, so a
+/// restore whose session holds less than the row asks for fails.
+#[test]
+fn restore_db_raises_maintenance_work_mem_and_never_lowers_it() {
+    let c = cluster();
+    let db = c.seeded_db("mwm");
+    c.psql(
+        &db,
+        "CREATE FUNCTION session_mwm_kb() RETURNS bigint LANGUAGE sql STABLE AS \
+         $$ SELECT setting::bigint FROM pg_catalog.pg_settings \
+            WHERE name = 'maintenance_work_mem' $$; \
+         CREATE TABLE mwm_probe (want_kb bigint CHECK (public.session_mwm_kb() >= want_kb)); \
+         SET maintenance_work_mem = '256MB'; \
+         INSERT INTO mwm_probe VALUES (262144);",
+    )
+    .unwrap();
+    // What the cluster gives a session by itself: the probe's row must not fit in it.
+    let server_kb: u64 = c
+        .psql(&db, "SELECT public.session_mwm_kb()")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        server_kb < 262144,
+        "the cluster's own setting: {server_kb} kB"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let env = c.env(&db, tmp.path());
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let restore = |target: &str, setting: Option<&str>, create: bool| {
+        let mut env = env.clone();
+        if let Some(v) = setting {
+            env.push(("BACKUP_RESTORE_MAINTENANCE_WORK_MEM".into(), v.into()));
+        }
+        let mut args = vec!["restore", "db", "latest", "--target-db", target];
+        if create {
+            args.push("--create");
+        }
+        stackback(&args, &env)
+    };
+
+    // The default raises it: the row loads, and the data is the backup's.
+    let raised = format!("{db}_raised");
+    let r = restore(&raised, None, true);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("3 tables, 122001 rows"), "{}", r.stdout);
+    c.assert_same_data(&db, &raised);
+
+    // 0 leaves the server's setting: the probe fails the load, which commits nothing.
+    let unraised = c.empty_db("mwm_zero");
+    let r = restore(&unraised, Some("0"), false);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("mwm_probe"), "{}", r.stderr);
+    let tables = c
+        .psql(
+            &unraised,
+            "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'public'",
+        )
+        .unwrap();
+    assert_eq!(tables.trim(), "0", "a failed restore left tables behind");
+
+    // Less than the database's own setting: the database's setting stays.
+    let higher = c.empty_db("mwm_db");
+    c.psql(
+        "postgres",
+        &format!("ALTER DATABASE {higher} SET maintenance_work_mem = '256MB'"),
+    )
+    .unwrap();
+    let r = restore(&higher, Some("128MiB"), false);
+    assert_eq!(r.code, 0, "{}", r.all());
+    c.assert_same_data(&db, &higher);
+
+    // A size PostgreSQL refuses is a configuration error before anything is touched.
+    let r = restore(&format!("{db}_tiny"), Some("512KiB"), true);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("BACKUP_RESTORE_MAINTENANCE_WORK_MEM"),
+        "{}",
+        r.stderr
+    );
+}
