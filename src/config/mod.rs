@@ -231,12 +231,6 @@ impl Config {
         sections::run_timeout(&self.settings)
     }
 
-    /// `BACKUP_RESTORE_MAINTENANCE_WORK_MEM` in bytes: what a database restore's session sorts in
-    /// at least (0: the server's setting).
-    pub fn restore_work_mem(&self) -> Result<u64> {
-        sections::restore_work_mem(&self.settings)
-    }
-
     pub fn http_addr(&self) -> Result<SocketAddr> {
         sections::http_addr(&self.settings)
     }

@@ -203,20 +203,6 @@ impl dburl::UrlParts {
 }
 
 /// Database names become part of file names: refuse what would escape BACKUP_DIR.
-/// BACKUP_RESTORE_MAINTENANCE_WORK_MEM: 0, or a size PostgreSQL accepts for `maintenance_work_mem`
-/// (1 MB to 2^31-1 kB). Read by database restores alone, so a bad value never stops a backup.
-pub fn restore_work_mem(s: &Settings) -> Result<u64> {
-    let k = Key::RestoreMaintenanceWorkMem;
-    let v = s.bytes(k)?;
-    if v != 0 && !(1 << 20..=i32::MAX as u64 * 1024).contains(&v) {
-        return Err(k.error(format!(
-            "{v} bytes is outside what PostgreSQL accepts for maintenance_work_mem (1MiB to \
-             2TiB); set a size in that range, or 0 to leave the server's setting"
-        )));
-    }
-    Ok(v)
-}
-
 fn validate_db_name(db: &str) -> Result<()> {
     if db.is_empty() || db.contains('/') || db.contains('\0') || db == "." || db == ".." {
         return Err(Key::PostgresDb.error(format!(

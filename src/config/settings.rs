@@ -68,7 +68,6 @@ settings! {
     DumpClean => "postgres.dump_clean", ["BACKUP_PG_DUMP_CLEAN"], false, Some("true"), "dumps drop each object before creating it (pg_dump --clean --if-exists), so `gunzip -c | psql` restores over a live database";
     Globals => "postgres.globals", ["BACKUP_GLOBALS"], false, Some("false"), "also dump roles and tablespaces (pg_dumpall --globals-only --no-role-passwords)";
     RowCountExactLimit => "postgres.row_count_exact_limit", ["BACKUP_ROW_COUNT_EXACT_LIMIT"], false, Some("256MiB"), "row counts recorded with each dump are exact (count(*)) for tables up to this heap size, the planner's estimate above; 0: estimates only";
-    RestoreMaintenanceWorkMem => "postgres.restore_work_mem", ["BACKUP_RESTORE_MAINTENANCE_WORK_MEM"], false, Some("256MiB"), "restores raise maintenance_work_mem to at least this for their own session, so index builds sort in memory (never lowered; 0: the server's own)";
     BackupDir => "backup.dir", ["BACKUP_DIR"], false, Some("./backups"), "directory holding backups and run records";
     Compression => "backup.compression", ["BACKUP_COMPRESSION"], false, Some("gzip"), "gzip | zstd | none";
     CompressionLevel => "backup.compression_level", ["BACKUP_COMPRESSION_LEVEL"], false, None, "gzip 1-9 (default 5), zstd 1-19 (default 1)";

@@ -305,23 +305,3 @@ fn the_seeds_push_url_names_the_group() {
 fn database_names_cannot_escape_the_backup_dir() {
     assert!(load(&[("POSTGRES_DB", "../etc")]).postgres().is_err());
 }
-
-#[test]
-fn restore_work_mem_is_checked_by_restores_alone() {
-    assert_eq!(load(&[]).restore_work_mem().unwrap(), 256 << 20);
-    let off = load(&[("BACKUP_RESTORE_MAINTENANCE_WORK_MEM", "0")]);
-    assert_eq!(off.restore_work_mem().unwrap(), 0);
-    for bad in ["512KiB", "3TiB", "lots"] {
-        let cfg = load(&[("BACKUP_RESTORE_MAINTENANCE_WORK_MEM", bad)]);
-        let e = cfg.restore_work_mem().unwrap_err();
-        assert_eq!(e.exit_code(), exit::USAGE, "{bad}");
-        assert!(
-            e.to_string()
-                .contains("BACKUP_RESTORE_MAINTENANCE_WORK_MEM"),
-            "{bad}: {e}"
-        );
-        // A backup does not read it.
-        cfg.postgres().unwrap();
-        cfg.require(&Section::ALL).unwrap();
-    }
-}

@@ -92,8 +92,6 @@ pub async fn restore_db(
         });
     }
     let base = cfg.postgres()?;
-    // Checked before the target is touched; the load reads it again.
-    cfg.restore_work_mem()?;
     let mut pg = match &opts.target_url {
         Some(u) => base.with_url(u)?,
         None => base.clone(),
@@ -299,11 +297,6 @@ pub(crate) async fn load(
     let psql = postgres::select_tool("psql", &tools, Some((server_num / 10000) as u32))?.clone();
     tracing::info!(artifact = %a.file, db = %pg.db, psql = %psql.path.display(), "restoring database");
     let (tx, rx) = mpsc::channel(8);
-    let preamble = work_mem_preamble(cfg.restore_work_mem()?);
-    if let Some(sql) = &preamble {
-        // The channel is empty: this never waits.
-        let _ = tx.send(Ok(Bytes::from(sql.clone()))).await;
-    }
     let path = archive.to_path_buf();
     let stored = stored.clone();
     let reader = std::thread::spawn(move || {
@@ -336,7 +329,7 @@ pub(crate) async fn load(
                 Error::step("reading the dump", "the reader stopped without its counts")
             })?;
             Ok(Loaded {
-                plain_bytes: outcome.bytes - preamble.map_or(0, |p| p.len() as u64),
+                plain_bytes: outcome.bytes,
                 tables,
                 rows,
             })
@@ -354,22 +347,6 @@ pub(crate) async fn load(
         }),
         Err(e) => Err(e),
     }
-}
-
-/// What psql runs before the dump: `maintenance_work_mem` raised to at least `bytes` for this
-/// session, so the dump's `CREATE INDEX` and `ADD PRIMARY KEY` sort in memory instead of in
-/// temporary files (at 64 MB, the server's default, a primary key over 4 million rows spills).
-/// The server's own setting wins when it is larger; `None` for 0. It is a `SELECT`, not `SET`, to
-/// compare first; it runs inside the load's one transaction, and ends with psql's session.
-fn work_mem_preamble(bytes: u64) -> Option<String> {
-    let kib = bytes / 1024;
-    (kib > 0).then(|| {
-        format!(
-            "SELECT pg_catalog.set_config('maintenance_work_mem', '{kib}kB', false) \
-             FROM pg_catalog.pg_settings \
-             WHERE name = 'maintenance_work_mem' AND setting::bigint < {kib};\n"
-        )
-    })
 }
 
 /// The blocking side of a load: decompresses the dump and sends it in chunks, leaving out `ALTER
