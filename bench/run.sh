@@ -24,8 +24,8 @@
 # in a mktemp work directory that the EXIT trap removes. Any failing command stops the script with
 # a non-zero exit and its output; a target that is not met is a result, not a failure (exit 0).
 #
-# Time on a 2-vCPU VM (2026-11-29): 52 minutes at the defaults (--reps 3, --db-reps 7); 11 minutes
-# with --reps 1 --db-reps 1 (about 160 s of setup, 510 s of measured commands).
+# Time on the project's 2-vCPU VM (2026-11-29): 13-17 minutes at the defaults (--reps 3,
+# --db-reps 7); 52 minutes on the slower VM before it.
 #
 # Usage: bench/run.sh [--db-scales "20 40"] [--objects 5000] [--reps 3] [--db-reps 7]
 #                     [--skip-bucket] [--skip-db] [--profile]
