@@ -67,6 +67,9 @@ const FREE_MARGIN: u64 = 64 << 20;
 /// Times a volume is archived before a directory that keeps changing fails the step.
 const VOLUME_ATTEMPTS: u32 = 3;
 
+/// What a check thread that ended without a result (it panicked) means for the run.
+const CHECK_DIED: &str = "the thread checking the new file stopped without a result (it panicked), so the file is unverified and the run fails: run the backup again and report this";
+
 /// Runs one backup of everything configured.
 ///
 /// # Errors
@@ -378,7 +381,9 @@ impl RunCtx<'_> {
             ));
         }
         let digest = w.commit()?;
-        let followed = check.await.map_err(|e| Error::step("verification", e))?;
+        let followed = check
+            .await
+            .map_err(|_| Error::step("verification", CHECK_DIED))?;
         let art = self.new_artifact(kind, name, db, started, t0, digest);
         self.judge_and_add(art, followed).await
     }
@@ -449,7 +454,9 @@ impl RunCtx<'_> {
         .await?;
         let digest = w.commit()?;
         index.commit()?;
-        let followed = check.await.map_err(|e| Error::step("verification", e))?;
+        let followed = check
+            .await
+            .map_err(|_| Error::step("verification", CHECK_DIED))?;
         let sealed = self.cfg.recipients.is_some();
         if sealed && !summary.skipped.is_empty() {
             // An encrypted backup's record names nothing from inside the bucket: the keys are in

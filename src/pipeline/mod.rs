@@ -23,8 +23,10 @@ use crate::crypt::{Identities, Recipients, SealWriter, UnsealError};
 pub mod hasher;
 pub mod pgz;
 pub mod plainsum;
+pub mod priority;
 pub mod sha;
 pub mod storedsum;
+pub mod zst;
 
 use plainsum::PlainHasher;
 pub use plainsum::{PlainAlgo, PlainSum};
@@ -139,7 +141,7 @@ impl<W: Write> Write for HashWriter<W> {
 enum Encoder<W: Write> {
     None(W),
     Gzip(pgz::ParGzWriter<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(zst::ZstdWriter<W>),
 }
 
 /// The default gzip level, on libdeflate's scale (gzip's 1-9 share it). libdeflate's 5 makes a
@@ -150,9 +152,6 @@ pub const GZIP_LEVEL: i32 = 5;
 /// 41.49 MB on the bench's scale-20 dump, in 2 MiB jobs) in two thirds of its CPU; on two cores
 /// that CPU is what the dump itself needs (docs/PERFORMANCE.md).
 pub const ZSTD_LEVEL: i32 = 1;
-
-/// Plain bytes per zstd worker job.
-const ZSTD_JOB: u32 = 2 << 20;
 
 /// How many plain bytes [`StoreWriter`] keeps from the end of the stream: enough for pg_dump's
 /// completion line and what may follow it.
@@ -198,20 +197,7 @@ impl<W: Write> StoreWriter<W> {
             Compression::Gzip => {
                 Encoder::Gzip(pgz::ParGzWriter::new(stored, level.unwrap_or(GZIP_LEVEL))?)
             }
-            Compression::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(stored, level.unwrap_or(ZSTD_LEVEL))?;
-                // One worker beside the caller's thread: compression overlaps with reading the source.
-                let threads = std::thread::available_parallelism()
-                    .map(|n| n.get() as u32)
-                    .unwrap_or(1);
-                e.multithread(threads.clamp(1, 4))?;
-                // zstd's default job is 4 windows (8 MiB at level 3) with that much again in
-                // flight per worker: 50 MiB of buffers. 2 MiB jobs keep a run under the 64 MiB
-                // bound at a ratio within 1 % (docs/PERFORMANCE.md).
-                e.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
-                e.include_checksum(true)?;
-                Encoder::Zstd(e)
-            }
+            Compression::Zstd => Encoder::Zstd(zst::writer(stored, level.unwrap_or(ZSTD_LEVEL))?),
         };
         Ok(StoreWriter {
             plain: Box::default(),
@@ -232,7 +218,7 @@ impl<W: Write> StoreWriter<W> {
         let sealed = match self.encoder {
             Encoder::None(w) => w,
             Encoder::Gzip(e) => e.finish()?,
-            Encoder::Zstd(e) => e.finish()?,
+            Encoder::Zstd(e) => zst::finish(e)?,
         };
         let StoredWriter { inner, sums } = sealed.finish()?;
         let sums = sums.finish();

@@ -73,6 +73,7 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
             let t = std::thread::Builder::new()
                 .name(format!("gzip-{i}"))
                 .spawn(move || {
+                    super::priority::lower_this_thread();
                     let mut state = make();
                     loop {
                         // A poisoned lock means another worker panicked: stop, and the caller
@@ -561,5 +562,22 @@ mod tests {
         bad[16..20].copy_from_slice(&((second - 1) as u32).to_le_bytes());
         assert!(read(&bad).is_err());
         assert!(read(&[]).is_err());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_workers_run_idle() {
+        // Each worker's state is the policy it found itself under when it started.
+        let pool: Pool<(), i32> = Pool::new(
+            workers(),
+            // SAFETY: a plain query of the calling thread.
+            || unsafe { libc::sched_getscheduler(0) },
+            |policy, ()| *policy,
+        )
+        .unwrap();
+        let replies: Vec<_> = (0..8).map(|_| pool.submit(()).unwrap()).collect();
+        for r in replies {
+            assert_eq!(r.recv().unwrap(), libc::SCHED_IDLE);
+        }
     }
 }

@@ -35,7 +35,7 @@ impl RunCtx<'_> {
         &self,
         name: &str,
         kind: ArtifactKind,
-    ) -> Result<(ArtifactWriter, tokio::task::JoinHandle<Followed>)> {
+    ) -> Result<(ArtifactWriter, tokio::sync::oneshot::Receiver<Followed>)> {
         let store = self.cfg.store;
         let (w, f) = ArtifactWriter::followed(
             self.dir,
@@ -47,9 +47,12 @@ impl RunCtx<'_> {
         let compression = store.compression;
         let sealed = self.cfg.recipients.is_some();
         let ids = self.cfg.identities.clone();
-        let check = tokio::task::spawn_blocking(move || {
+        // A thread of its own at background priority (not tokio's pool, whose threads cannot
+        // be given their priority back): the source and the writer come first.
+        let check = crate::pipeline::priority::spawn("check", move || {
             check_followed(f, kind, compression, sealed, ids.as_deref())
-        });
+        })
+        .map_err(|e| Error::step("verification", format!("cannot start its thread: {e}")))?;
         Ok((w, check))
     }
 
