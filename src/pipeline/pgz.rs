@@ -58,7 +58,12 @@ struct Pool<I: Send + 'static, O: Send + 'static> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
-    fn new<S, M, F>(n: usize, make: M, work: F) -> io::Result<Self>
+    /// `idle`: the workers run at idle priority ([`super::priority`]). A backup's compressors do;
+    /// a restore's decompressors keep their creator's priority, since the server waits on them
+    /// (under `SCHED_IDLE` they were woken late enough to hold up psql: restore at 1.03-1.07 of
+    /// `gunzip -c | psql` against 0.89-1.06 before, docs/PERFORMANCE.md). Those a backup's
+    /// check starts inherit its idle priority.
+    fn new<S, M, F>(n: usize, idle: bool, make: M, work: F) -> io::Result<Self>
     where
         M: Fn() -> S + Send + Clone + 'static,
         F: Fn(&mut S, I) -> O + Send + Clone + 'static,
@@ -73,7 +78,9 @@ impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
             let t = std::thread::Builder::new()
                 .name(format!("gzip-{i}"))
                 .spawn(move || {
-                    super::priority::lower_this_thread();
+                    if idle {
+                        super::priority::lower_this_thread();
+                    }
                     let mut state = make();
                     loop {
                         // A poisoned lock means another worker panicked: stop, and the caller
@@ -197,6 +204,7 @@ impl<W: Write> ParGzWriter<W> {
         let n = workers();
         let pool = Pool::new(
             n,
+            true,
             move || -> Compressors {
                 (
                     Compressor::new(lvl),
@@ -362,7 +370,12 @@ impl<R: Read> ParGzReader<R> {
                     _ => e,
                 })?;
                 if self.pool.is_none() {
-                    self.pool = Some(Pool::new(workers(), Decompressor::new, inflate_member)?);
+                    self.pool = Some(Pool::new(
+                        workers(),
+                        false,
+                        Decompressor::new,
+                        inflate_member,
+                    )?);
                 }
                 let pool = self.pool.as_ref().expect("just set");
                 self.pending.push_back(pool.submit((body, plain))?);
@@ -566,18 +579,18 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn the_workers_run_idle() {
-        // Each worker's state is the policy it found itself under when it started.
-        let pool: Pool<(), i32> = Pool::new(
-            workers(),
-            // SAFETY: a plain query of the calling thread.
-            || unsafe { libc::sched_getscheduler(0) },
-            |policy, ()| *policy,
-        )
-        .unwrap();
-        let replies: Vec<_> = (0..8).map(|_| pool.submit(()).unwrap()).collect();
-        for r in replies {
-            assert_eq!(r.recv().unwrap(), libc::SCHED_IDLE);
+    fn compressors_run_idle_and_decompressors_keep_their_creators_priority() {
+        // SAFETY: a plain query of the calling thread.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let normal = policy();
+        assert_ne!(normal, libc::SCHED_IDLE, "the test thread itself is idle");
+        for (idle, want) in [(true, libc::SCHED_IDLE), (false, normal)] {
+            // Each worker's state is the policy it found itself under when it started.
+            let pool: Pool<(), i32> = Pool::new(workers(), idle, policy, |p, ()| *p).unwrap();
+            let replies: Vec<_> = (0..8).map(|_| pool.submit(()).unwrap()).collect();
+            for r in replies {
+                assert_eq!(r.recv().unwrap(), want, "idle: {idle}");
+            }
         }
     }
 }

@@ -1,11 +1,11 @@
-//! Idle CPU priority for the threads that only crunch bytes a run already has: the compression
-//! and decompression workers and the run's read-back check.
+//! Idle CPU priority for the threads of a backup that only crunch bytes it already has: the
+//! compression workers and the read-back check (with the decompressors it starts).
 //!
-//! The database server, pg_dump, psql and the thread that moves bytes between them and us keep
-//! the normal priority. Our workers run under `SCHED_IDLE`: on a machine with few cores the
-//! source gets its core first and compression fills the time around it (measured in
-//! docs/PERFORMANCE.md). The same keeps a backup from taking CPU from the app's database on a
-//! small host. Inside a container or a systemd service (a cgroup of their own) the workers yield
+//! The database server, pg_dump and the thread that reads its pipe keep the normal priority, and
+//! so does everything a restore runs: there the server waits on our decompressors. The backup's
+//! workers run under `SCHED_IDLE`: on a machine with few cores the source gets its core first and
+//! compression fills the time around it (measured in docs/PERFORMANCE.md). The same keeps a
+//! backup from taking CPU from the app's database on a small host. Inside a container or a systemd service (a cgroup of their own) the workers yield
 //! only to the rest of stackback and its pg_dump; on a host whose CPU is saturated by everything
 //! else, a run can stretch, and `BACKUP_TIMEOUT` then aborts and alerts it.
 //!
