@@ -5,9 +5,10 @@
 //! so does everything a restore runs: there the server waits on our decompressors. The backup's
 //! workers run under `SCHED_IDLE`: on a machine with few cores the source gets its core first and
 //! compression fills the time around it (measured in docs/PERFORMANCE.md). The same keeps a
-//! backup from taking CPU from the app's database on a small host. Inside a container or a systemd service (a cgroup of their own) the workers yield
-//! only to the rest of stackback and its pg_dump; on a host whose CPU is saturated by everything
-//! else, a run can stretch, and `BACKUP_TIMEOUT` then aborts and alerts it.
+//! backup from taking CPU from the app's database on a small host. Inside a container or a
+//! systemd service (a cgroup of their own) the workers yield only to the rest of stackback and
+//! its pg_dump; on a host whose CPU is saturated by everything else, a run can stretch, and
+//! `BACKUP_TIMEOUT` then aborts and alerts it.
 //!
 //! Only threads stackback creates for that work are lowered: Linux keeps the policy per thread,
 //! and an unprivileged process cannot always take it back, so a pooled thread (tokio's) is never
