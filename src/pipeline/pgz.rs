@@ -59,10 +59,10 @@ struct Pool<I: Send + 'static, O: Send + 'static> {
 
 impl<I: Send + 'static, O: Send + 'static> Pool<I, O> {
     /// `idle`: the workers run at idle priority ([`super::priority`]). A backup's compressors do;
-    /// a restore's decompressors keep their creator's priority, since the server waits on them
-    /// (under `SCHED_IDLE` they were woken late enough to hold up psql: restore at 1.03-1.07 of
-    /// `gunzip -c | psql` against 0.89-1.06 before, docs/PERFORMANCE.md). Those a backup's
-    /// check starts inherit its idle priority.
+    /// a restore's decompressors keep their creator's priority: a restore is the work an
+    /// operator waits on, and on a busy host it must not yield to everything else (measured on
+    /// an idle one, the priority made no difference; docs/PERFORMANCE.md). Those a backup's check
+    /// starts inherit its idle priority.
     fn new<S, M, F>(n: usize, idle: bool, make: M, work: F) -> io::Result<Self>
     where
         M: Fn() -> S + Send + Clone + 'static,
