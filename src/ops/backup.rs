@@ -297,8 +297,9 @@ impl RunCtx<'_> {
     async fn database(&mut self) -> Result<()> {
         let pg = self.cfg.postgres;
         let search = ToolSearch::system(pg.pg_dump.clone());
-        let tools = search.tools("pg_dump").await?;
-        let probe = postgres::probe(pg).await;
+        // Both before the dump can start, neither needs the other: side by side.
+        let (tools, probe) = tokio::join!(search.tools("pg_dump"), postgres::probe(pg));
+        let tools = tools?;
         let server = match &probe {
             Ok(v) => {
                 self.skew = Some(v.now - Utc::now());

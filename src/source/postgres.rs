@@ -80,8 +80,15 @@ impl ToolSearch {
                 }
             }
         }
+        let versioned = !out.is_empty();
         for d in &self.path_dirs {
             let p = d.join(name);
+            // Debian's /usr/bin/pg_dump is postgresql-common's pg_wrapper: a Perl script that runs
+            // one of the versioned binaries found above. Asking it its version costs a Perl start
+            // (about 0.1 s, on every run) and can add nothing.
+            if versioned && is_pg_wrapper(&p) {
+                continue;
+            }
             if p.is_file() {
                 out.push(p);
             }
@@ -102,10 +109,17 @@ impl ToolSearch {
     /// Every candidate that runs and reports a version.
     pub async fn tools(&self, name: &'static str) -> Result<Vec<PgTool>> {
         let candidates = self.candidates(name);
+        // All at once: each is a process start, and the run waits for the slowest alone.
+        let outputs = futures_util::future::join_all(
+            candidates
+                .iter()
+                .map(|path| Command::new(path).arg("--version").output()),
+        )
+        .await;
         let mut tools = Vec::new();
         let mut problems = Vec::new();
-        for path in &candidates {
-            match Command::new(path).arg("--version").output().await {
+        for (path, output) in candidates.iter().zip(outputs) {
+            match output {
                 Ok(out) if out.status.success() => {
                     let line = String::from_utf8_lossy(&out.stdout);
                     match parse_tool_version(line.trim()) {
@@ -149,6 +163,11 @@ impl ToolSearch {
         }
         Ok(tools)
     }
+}
+
+/// Whether `path` leads to postgresql-common's `pg_wrapper` (Debian, Ubuntu).
+fn is_pg_wrapper(path: &std::path::Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|c| c.file_name().is_some_and(|n| n == "pg_wrapper"))
 }
 
 /// Picks the client for a server: the lowest major that is >= the server's; the newest when the
@@ -540,6 +559,28 @@ mod tests {
         found.sort();
         assert_eq!(found.len(), 3);
         assert!(found.contains(&extra.join("pg_dump")));
+        // Debian's wrapper on PATH is left out when versioned binaries exist, kept when alone.
+        let common = root.path().join("share/postgresql-common");
+        std::fs::create_dir_all(&common).unwrap();
+        std::fs::write(common.join("pg_wrapper"), "#!/usr/bin/perl\n").unwrap();
+        let wrapped = root.path().join("wrapped");
+        std::fs::create_dir_all(&wrapped).unwrap();
+        std::os::unix::fs::symlink(common.join("pg_wrapper"), wrapped.join("pg_dump")).unwrap();
+        let with_wrapper = ToolSearch {
+            path_dirs: vec![wrapped.clone()],
+            ..s.clone()
+        };
+        let found = with_wrapper.candidates("pg_dump");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(!found.contains(&wrapped.join("pg_dump")));
+        let only_wrapper = ToolSearch {
+            version_roots: vec![],
+            ..with_wrapper
+        };
+        assert_eq!(
+            only_wrapper.candidates("pg_dump"),
+            vec![wrapped.join("pg_dump")]
+        );
         let none = ToolSearch {
             explicit: None,
             version_roots: vec![],
