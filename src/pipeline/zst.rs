@@ -14,19 +14,14 @@ use zstd::stream::raw::{CParameter, InBuffer, Operation, OutBuffer, WriteBuf};
 use zstd::stream::zio;
 use zstd::zstd_safe::{self, CCtx, ResetDirective, ThreadPool};
 
+// Every core, at most 4, as for gzip: the memory in flight grows with them. On two cores one
+// works beside the thread that feeds it, so compression overlaps with reading.
+use super::pgz::workers;
+
 /// Plain bytes per zstd worker job: zstd's default job is 4 windows (8 MiB at level 3) with that
 /// much again in flight per worker, 50 MiB of buffers; 2 MiB jobs keep a run under the 64 MiB
 /// bound at a ratio within 1 % (docs/PERFORMANCE.md).
 const JOB: u32 = 2 << 20;
-
-/// Compression workers: every core, at most 4 (the memory in flight grows with them). On two
-/// cores, one works beside the thread that feeds it, so compression overlaps with reading.
-fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4)
-}
 
 /// The process's pool, or `None` when its threads could not be started (each context then
 /// starts its own, at the caller's priority, or fails there with zstd's own error).
