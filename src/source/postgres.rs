@@ -83,12 +83,6 @@ impl ToolSearch {
         let versioned = !out.is_empty();
         for d in &self.path_dirs {
             let p = d.join(name);
-            // Debian's /usr/bin/pg_dump is postgresql-common's pg_wrapper: a Perl script that runs
-            // one of the versioned binaries found above. Asking it its version costs a Perl start
-            // (about 0.1 s, on every run) and can add nothing.
-            if versioned && is_pg_wrapper(&p) {
-                continue;
-            }
             if p.is_file() {
                 out.push(p);
             }
@@ -96,7 +90,11 @@ impl ToolSearch {
         let mut seen = Vec::new();
         out.retain(|p| {
             let c = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-            if seen.contains(&c) {
+            // Debian's /usr/bin/pg_dump is postgresql-common's pg_wrapper: a Perl script that runs
+            // one of the versioned binaries found above. Asking it its version costs a Perl start
+            // (about 0.1 s, on every run) and can add nothing.
+            let wrapper = versioned && c.file_name().is_some_and(|n| n == "pg_wrapper");
+            if wrapper || seen.contains(&c) {
                 false
             } else {
                 seen.push(c);
@@ -163,11 +161,6 @@ impl ToolSearch {
         }
         Ok(tools)
     }
-}
-
-/// Whether `path` leads to postgresql-common's `pg_wrapper` (Debian, Ubuntu).
-fn is_pg_wrapper(path: &std::path::Path) -> bool {
-    std::fs::canonicalize(path).is_ok_and(|c| c.file_name().is_some_and(|n| n == "pg_wrapper"))
 }
 
 /// Picks the client for a server: the lowest major that is >= the server's; the newest when the
