@@ -261,6 +261,11 @@ pub(crate) struct DbRestoreArgs {
     /// Skip ALTER ... OWNER TO statements (a fresh server without the original roles).
     #[arg(long)]
     pub(crate) no_owner: bool,
+    /// Connections loading rows into a database the restore makes (--create, or --clean beside
+    /// the target), which is dropped if the load fails; default: this host's cores, at most 4.
+    /// 1, or a target that already exists, loads in one psql transaction.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) jobs: Option<u16>,
 }
 
 #[derive(clap::Args, Debug)]

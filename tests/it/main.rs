@@ -25,6 +25,7 @@ mod multimember;
 mod notify;
 mod offsite;
 mod offsite_faults;
+mod parallel_restore;
 mod prune;
 mod regress_files;
 mod regress_restore;

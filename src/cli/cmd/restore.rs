@@ -31,6 +31,7 @@ fn db_opts(a: &DbRestoreArgs, to_file: Option<std::path::PathBuf>) -> DbRestoreO
         yes: a.yes,
         no_owner: a.no_owner,
         to_file,
+        jobs: a.jobs.map(usize::from),
     }
 }
 
@@ -172,12 +173,16 @@ fn print_db_restore(r: &DbRestoreReport, to_file: bool) {
         );
     } else {
         println!(
-            "restored {} into database {}: {} tables, {} rows, {} of SQL in {:.1} s",
+            "restored {} into database {}: {} tables, {} rows, {} of SQL over {} in {:.1} s",
             r.artifact,
             r.target,
             r.tables,
             r.rows,
             human_bytes(r.plain_bytes),
+            match r.connections {
+                1 => "1 connection (one transaction)".to_string(),
+                n => format!("{n} connections"),
+            },
             r.seconds
         );
     }

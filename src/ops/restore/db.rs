@@ -1,5 +1,10 @@
-//! A database dump back into PostgreSQL: through psql, in one transaction, stopping at the first
-//! error; or out into a plain SQL file.
+//! A database dump back into PostgreSQL, or out into a plain SQL file.
+//!
+//! Into a database that already existed (empty), the dump runs through psql in one transaction,
+//! stopping at the first error: nothing is committed unless all is. Into a database this restore
+//! made (with `--create`, or beside a target `--clean` replaces), the rows load over several
+//! connections ([`super::parallel`]) and a failed load drops that database: the same all or
+//! nothing, for the operator, at the speed of every core the server has.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +37,18 @@ pub struct DbRestoreOptions {
     pub no_owner: bool,
     /// Write the plain SQL here instead of restoring.
     pub to_file: Option<PathBuf>,
+    /// Connections loading rows into a database this restore makes (default: [`default_jobs`]);
+    /// 1 loads in one psql transaction.
+    pub jobs: Option<usize>,
+}
+
+/// This host's cores, between 1 and 4: the server's parsing of rows is the load's work, and past
+/// four connections on a shared server the gain is small against the load it puts on others.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,13 +59,17 @@ pub struct DbRestoreReport {
     pub tables: u64,
     pub rows: u64,
     pub plain_bytes: u64,
+    /// Connections that loaded rows (1 for a load through psql alone; 0 for a file).
+    pub connections: usize,
     pub seconds: f64,
 }
 
-/// Where a load goes: straight into the target (empty, or new), or into a new database beside a
-/// target that holds data, which replaces the target only once the load succeeded.
+/// Where a load goes: straight into an empty target that existed, into a target this restore
+/// created, or into a new database beside a target that holds data, which replaces the target only
+/// once the load succeeded.
 enum Landing {
-    Direct,
+    Existing,
+    Made,
     Aside { new: String, old: String },
 }
 
@@ -63,8 +84,8 @@ fn aside_names(db: &str) -> (String, String) {
     (format!("{stem}{suffix}_new"), format!("{stem}{suffix}_old"))
 }
 
-/// Restores a database backup: into a database (through psql, one transaction, ON_ERROR_STOP),
-/// or into a plain SQL file.
+/// Restores a database backup: into a database (all or nothing, see the module's docs), or into a
+/// plain SQL file.
 pub async fn restore_db(
     cfg: &Config,
     sel: &Selector,
@@ -102,9 +123,38 @@ pub async fn restore_db(
         .or_else(|| opts.target_url.as_ref().map(|_| pg.db.clone()))
         .unwrap_or_else(|| a.source.clone());
     let (server_num, landing) = prepare_target(&pg, opts).await?;
+    let jobs = opts.jobs.unwrap_or_else(default_jobs).max(1);
     let loaded = match &landing {
-        Landing::Direct => {
-            load(cfg, &pg, (&a, &stored), &archive, server_num, opts.no_owner).await?
+        Landing::Existing => {
+            // A database stackback did not make is never dropped: one transaction keeps it as
+            // it was if the load fails.
+            load(
+                cfg,
+                &pg,
+                (&a, &stored),
+                &archive,
+                server_num,
+                opts.no_owner,
+                1,
+            )
+            .await?
+        }
+        Landing::Made => {
+            let loaded = load(
+                cfg,
+                &pg,
+                (&a, &stored),
+                &archive,
+                server_num,
+                opts.no_owner,
+                jobs,
+            )
+            .await;
+            if loaded.is_err() {
+                // It did not exist before this restore; it goes, with whatever was loaded.
+                drop_database(&pg, &pg.db, server_num).await;
+            }
+            loaded?
         }
         Landing::Aside { new, old } => {
             let aside = PostgresConfig {
@@ -118,6 +168,7 @@ pub async fn restore_db(
                 &archive,
                 server_num,
                 opts.no_owner,
+                jobs,
             )
             .await;
             if loaded.is_err() {
@@ -135,6 +186,7 @@ pub async fn restore_db(
         tables: loaded.tables,
         rows: loaded.rows,
         plain_bytes: loaded.plain_bytes,
+        connections: loaded.connections,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -171,7 +223,7 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
             .batch_execute(&create(db))
             .await
             .map_err(sql_err("creating the target database"))?;
-        return Ok((server_num, Landing::Direct));
+        return Ok((server_num, Landing::Made));
     };
     let target = connect(pg, db).await?;
     let tables: i64 = target
@@ -184,7 +236,7 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
         .get(0);
     drop(target);
     if tables == 0 {
-        return Ok((server_num, Landing::Direct));
+        return Ok((server_num, Landing::Existing));
     }
     if !(opts.clean && opts.yes) {
         return Err(Error::Usage(format!(
@@ -274,16 +326,20 @@ async fn drop_database(pg: &PostgresConfig, name: &str, server_num: i32) {
     }
 }
 
-/// What a load fed psql: the plain bytes, and the tables and rows of the dump's COPY blocks. psql
-/// ran them in one transaction with ON_ERROR_STOP, so once it exits 0 they are what was loaded.
+/// What a load fed the server: the plain bytes, and the tables and rows of the dump's COPY blocks.
+/// Once the load succeeded they are what was loaded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Loaded {
     pub plain_bytes: u64,
     pub tables: u64,
     pub rows: u64,
+    /// Connections that loaded rows.
+    pub connections: usize,
 }
 
-/// Streams the dump into psql; psql's exit status decides.
+/// Loads the dump into `pg.db`: with `jobs` 1, streamed into psql in one transaction (psql's exit
+/// status decides); with more, over that many connections ([`super::parallel`]), which commit as
+/// they go, so only into a database the caller drops if this fails.
 pub(crate) async fn load(
     cfg: &Config,
     pg: &PostgresConfig,
@@ -291,11 +347,24 @@ pub(crate) async fn load(
     archive: &Path,
     server_num: i32,
     no_owner: bool,
+    jobs: usize,
 ) -> Result<Loaded> {
     let search = ToolSearch::system(cfg.postgres()?.pg_dump.clone());
     let tools = search.tools("psql").await?;
     let psql = postgres::select_tool("psql", &tools, Some((server_num / 10000) as u32))?.clone();
-    tracing::info!(artifact = %a.file, db = %pg.db, psql = %psql.path.display(), "restoring database");
+    tracing::info!(artifact = %a.file, db = %pg.db, psql = %psql.path.display(), jobs, "restoring database");
+    if jobs > 1 {
+        let (path, stored) = (archive.to_path_buf(), stored.clone());
+        return super::parallel::load(
+            move || stored.open(&path),
+            &psql,
+            pg,
+            no_owner,
+            jobs,
+            &cfg.redactor(),
+        )
+        .await;
+    }
     let (tx, rx) = mpsc::channel(8);
     let path = archive.to_path_buf();
     let stored = stored.clone();
@@ -332,6 +401,7 @@ pub(crate) async fn load(
                 plain_bytes: outcome.bytes,
                 tables,
                 rows,
+                connections: 1,
             })
         }
         Err(Error::Child {

@@ -7,6 +7,7 @@
 
 pub mod db;
 pub mod objects;
+mod parallel;
 pub mod volume;
 
 use std::fs::File;

@@ -166,7 +166,9 @@ pub(super) async fn load_and_compare(
         mismatches: Vec::new(),
     });
     let loaded =
-        crate::ops::restore::db::load(cfg, &target, (a, stored), &archive, s.server_num, false)
+        // One transaction on one connection: a test runs in the background, beside the
+        // production load, and need not be quick.
+        crate::ops::restore::db::load(cfg, &target, (a, stored), &archive, s.server_num, false, 1)
             .await;
     match loaded {
         Ok(_) => {}
