@@ -281,7 +281,7 @@ pub(crate) struct RestoreArgs {
 
 #[derive(Subcommand, Debug, Clone)]
 pub(crate) enum RestoreCommand {
-    /// Restore a database backup into PostgreSQL (one transaction, stops at the first error).
+    /// Restore a database backup into PostgreSQL, all or nothing (stops at the first error).
     Db {
         /// A database backup file, a run id, or `latest`.
         target: String,
