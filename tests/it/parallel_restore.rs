@@ -233,3 +233,74 @@ fn a_parallel_load_that_fails_half_way_leaves_nothing_it_made() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(c.table_digests(&src), c.table_digests(&ok));
 }
+
+#[test]
+fn a_signal_mid_load_drops_the_database_the_restore_made() {
+    let c = cluster();
+    // Each row passes a CHECK that sleeps: the load takes seconds, long enough to be stopped.
+    let src = c.empty_db("parsig");
+    c.psql(
+        &src,
+        "CREATE FUNCTION slow_ok(int) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RETURN true; END $$; \
+         CREATE TABLE slow (x int CHECK (public.slow_ok(x))); \
+         INSERT INTO slow SELECT generate_series(1, 1000); \
+         CREATE OR REPLACE FUNCTION slow_ok(int) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN true; END $$",
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = c.env(&src, tmp.path());
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let target = Cluster::unique("parsig_new");
+        let child = stackback_cmd(
+            &[
+                "restore",
+                "db",
+                "latest",
+                "--target-db",
+                &target,
+                "--create",
+                "--jobs",
+                "2",
+            ],
+            &env,
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_until(
+            std::time::Duration::from_secs(60),
+            "rows loading into the new database",
+            || {
+                c.psql(
+                    "postgres",
+                    &format!("select count(*) from pg_stat_activity where datname = '{target}' and query like 'COPY %' and state = 'active'"),
+                )
+                .unwrap()
+                    != "0"
+            },
+        );
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("received") && stderr.contains("was dropped"),
+            "{stderr}"
+        );
+        assert_eq!(
+            c.psql(
+                "postgres",
+                &format!("select count(*) from pg_database where datname = '{target}'"),
+            )
+            .unwrap(),
+            "0",
+            "the half-loaded database was left"
+        );
+    }
+}

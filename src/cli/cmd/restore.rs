@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use futures_util::FutureExt;
+
 use stackback::config::Config;
 use stackback::error::{exit, Error};
 use stackback::ops::restore::{
@@ -65,6 +67,13 @@ pub async fn run(cfg: &Config, args: &RestoreArgs) -> Result<i32, Error> {
     code
 }
 
+/// SIGTERM and SIGINT as a future of why the restore stops. Installed only where a restore acts
+/// on them: elsewhere the signals keep their default of ending the process.
+fn stop() -> Result<futures_util::future::BoxFuture<'static, String>, Error> {
+    let signal = crate::cli::signals::stop_requested()?;
+    Ok(async move { format!("stopped: {} received", signal.await) }.boxed())
+}
+
 async fn restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
     match cmd {
         RestoreCommand::Db {
@@ -73,7 +82,7 @@ async fn restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
             to_file,
         } => {
             let opts = db_opts(db, to_file.clone());
-            let r = restore::db::restore_db(cfg, &Selector::parse(target), &opts).await?;
+            let r = restore::db::restore_db(cfg, &Selector::parse(target), &opts, stop()?).await?;
             print_db_restore(&r, to_file.is_some());
         }
         RestoreCommand::Run {
@@ -89,14 +98,22 @@ async fn restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
                     "{target} is not a run id or `latest`"
                 )));
             }
-            let r = restore::restore_run(
+            // One signal: the database load handles it (and drops what it made); later, the
+            // bucket uploads are abandoned.
+            let stop = stop()?.shared();
+            let opts = db_opts(db, None);
+            let restoring = restore::restore_run(
                 cfg,
                 &sel,
-                &db_opts(db, None),
+                &opts,
                 existing(*overwrite, *skip_existing),
                 *create_bucket,
-            )
-            .await?;
+                stop.clone(),
+            );
+            let r = tokio::select! {
+                r = restoring => r?,
+                why = stop => return Err(Error::step("restoring the run", why)),
+            };
             print_db_restore(&r.db, false);
             if r.objects.is_empty() {
                 println!("no bucket backups in this run");

@@ -86,10 +86,14 @@ fn aside_names(db: &str) -> (String, String) {
 
 /// Restores a database backup: into a database (all or nothing, see the module's docs), or into a
 /// plain SQL file.
+///
+/// When `stop` completes (SIGINT, SIGTERM) during the load, the load is abandoned and a database
+/// this restore made is dropped.
 pub async fn restore_db(
     cfg: &Config,
     sel: &Selector,
     opts: &DbRestoreOptions,
+    stop: impl std::future::Future<Output = String>,
 ) -> Result<DbRestoreReport> {
     let t0 = Instant::now();
     let dir = BackupDir::open(&cfg.backup_dir())?;
@@ -123,63 +127,53 @@ pub async fn restore_db(
         .or_else(|| opts.target_url.as_ref().map(|_| pg.db.clone()))
         .unwrap_or_else(|| a.source.clone());
     let (server_num, landing) = prepare_target(&pg, opts).await?;
-    let jobs = opts.jobs.unwrap_or_else(default_jobs).max(1);
-    let loaded = match &landing {
-        Landing::Existing => {
-            // A database stackback did not make is never dropped: one transaction keeps it as
-            // it was if the load fails.
-            load(
-                cfg,
-                &pg,
-                (&a, &stored),
-                &archive,
-                server_num,
-                opts.no_owner,
-                1,
-            )
-            .await?
-        }
-        Landing::Made => {
-            let loaded = load(
-                cfg,
-                &pg,
-                (&a, &stored),
-                &archive,
-                server_num,
-                opts.no_owner,
-                jobs,
-            )
-            .await;
-            if loaded.is_err() {
-                // It did not exist before this restore; it goes, with whatever was loaded.
-                drop_database(&pg, &pg.db, server_num).await;
-            }
-            loaded?
-        }
-        Landing::Aside { new, old } => {
-            let aside = PostgresConfig {
+    // Where the rows go, over how many connections, and which database goes if the load fails:
+    // a database stackback did not make is never dropped, so one transaction keeps it as it was.
+    let (into, jobs, made) = match &landing {
+        Landing::Existing => (pg.clone(), 1, None),
+        Landing::Made => (
+            pg.clone(),
+            opts.jobs.unwrap_or_else(default_jobs),
+            Some(&pg.db),
+        ),
+        Landing::Aside { new, .. } => (
+            PostgresConfig {
                 db: new.clone(),
                 ..pg.clone()
-            };
-            let loaded = load(
-                cfg,
-                &aside,
-                (&a, &stored),
-                &archive,
-                server_num,
-                opts.no_owner,
-                jobs,
-            )
-            .await;
-            if loaded.is_err() {
-                // The target was never touched; only the scratch database goes.
-                drop_database(&pg, new, server_num).await;
-            }
-            let loaded = loaded?;
-            swap(&pg, new, old, server_num).await?;
-            loaded
-        }
+            },
+            opts.jobs.unwrap_or_else(default_jobs),
+            Some(new),
+        ),
     };
+    let loading = load(
+        cfg,
+        &into,
+        (&a, &stored),
+        &archive,
+        server_num,
+        opts.no_owner,
+        jobs.max(1),
+    );
+    // A signal stops the load (psql is killed with it, so its transaction rolls back) and the
+    // database this restore made goes, rather than stay half loaded under a name an operator
+    // may take for the restore.
+    let loaded = tokio::select! {
+        loaded = loading => loaded,
+        why = stop => Err(Error::step("restoring the database", format!(
+            "{why}; {}",
+            if made.is_some() { "the database it was loading into was dropped" } else { "nothing was committed" }
+        ))),
+    };
+    if loaded.is_err() {
+        if let Some(made) = made {
+            // The target was never touched; only the database this restore made goes.
+            drop_database(&pg, made, server_num).await;
+        }
+    }
+    let loaded = loaded?;
+    if let Landing::Aside { new, old } = &landing {
+        swap(&pg, new, old, server_num).await?;
+    }
     Ok(DbRestoreReport {
         artifact: a.file,
         target: pg.db,

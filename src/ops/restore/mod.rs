@@ -164,6 +164,7 @@ pub async fn restore_run(
     db_opts: &DbRestoreOptions,
     existing: Existing,
     create_bucket: bool,
+    stop: impl std::future::Future<Output = String>,
 ) -> Result<RunRestoreReport> {
     if matches!(sel, Selector::File(_)) {
         return Err(Error::Usage(
@@ -180,7 +181,7 @@ pub async fn restore_run(
             .is_some(),
         _ => unreachable!("pinned to a run above"),
     };
-    let db = db::restore_db(cfg, &sel, db_opts).await?;
+    let db = db::restore_db(cfg, &sel, db_opts, stop).await?;
     let opts = ObjectRestoreOptions {
         bucket: None,
         endpoint: None,
