@@ -155,7 +155,7 @@ fn a_parallel_load_that_fails_half_way_leaves_nothing_it_made() {
     let exists = |db: &str| {
         c.psql(
             "postgres",
-            &format!("select count(*) from pg_database where datname = '{db}'"),
+            &format!("select count(*) from pg_database where datname like '{db}%'"),
         )
         .unwrap()
     };
@@ -277,11 +277,21 @@ fn a_signal_mid_load_drops_the_database_the_restore_made() {
             || {
                 c.psql(
                     "postgres",
-                    &format!("select count(*) from pg_stat_activity where datname = '{target}' and query like 'COPY %' and state = 'active'"),
+                    &format!("select count(*) from pg_stat_activity where datname like '{target}%' and query like 'COPY %' and state = 'active'"),
                 )
                 .unwrap()
                     != "0"
             },
+        );
+        // The rows go into a scratch name: the target's name appears only once all is in.
+        assert_eq!(
+            c.psql(
+                "postgres",
+                &format!("select count(*) from pg_database where datname = '{target}'"),
+            )
+            .unwrap(),
+            "0",
+            "a half-loaded database under the target's name"
         );
         unsafe {
             libc::kill(child.id() as i32, signal);
@@ -296,7 +306,7 @@ fn a_signal_mid_load_drops_the_database_the_restore_made() {
         assert_eq!(
             c.psql(
                 "postgres",
-                &format!("select count(*) from pg_database where datname = '{target}'"),
+                &format!("select count(*) from pg_database where datname like '{target}%'"),
             )
             .unwrap(),
             "0",

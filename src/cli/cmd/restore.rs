@@ -82,7 +82,12 @@ async fn restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
             to_file,
         } => {
             let opts = db_opts(db, to_file.clone());
-            let r = restore::db::restore_db(cfg, &Selector::parse(target), &opts, stop()?).await?;
+            // Writing a file needs no cleanup: the signals keep their default there.
+            let stop = match to_file {
+                Some(_) => std::future::pending().boxed(),
+                None => stop()?,
+            };
+            let r = restore::db::restore_db(cfg, &Selector::parse(target), &opts, stop).await?;
             print_db_restore(&r, to_file.is_some());
         }
         RestoreCommand::Run {
@@ -98,22 +103,15 @@ async fn restore(cfg: &Config, cmd: &RestoreCommand) -> Result<i32, Error> {
                     "{target} is not a run id or `latest`"
                 )));
             }
-            // One signal: the database load handles it (and drops what it made); later, the
-            // bucket uploads are abandoned.
-            let stop = stop()?.shared();
-            let opts = db_opts(db, None);
-            let restoring = restore::restore_run(
+            let r = restore::restore_run(
                 cfg,
                 &sel,
-                &opts,
+                &db_opts(db, None),
                 existing(*overwrite, *skip_existing),
                 *create_bucket,
-                stop.clone(),
-            );
-            let r = tokio::select! {
-                r = restoring => r?,
-                why = stop => return Err(Error::step("restoring the run", why)),
-            };
+                stop()?.shared(),
+            )
+            .await?;
             print_db_restore(&r.db, false);
             if r.objects.is_empty() {
                 println!("no bucket backups in this run");

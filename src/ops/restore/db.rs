@@ -64,12 +64,13 @@ pub struct DbRestoreReport {
     pub seconds: f64,
 }
 
-/// Where a load goes: straight into an empty target that existed, into a target this restore
-/// created, or into a new database beside a target that holds data, which replaces the target only
-/// once the load succeeded.
+/// Where a load goes: straight into an empty target that existed; into a new database under a
+/// scratch name, which takes the target's name once the load succeeded (`--create`); or into a
+/// new database beside a target that holds data, which replaces the target only once the load
+/// succeeded. A half-loaded database never carries the target's name, even if stackback is killed.
 enum Landing {
     Existing,
-    Made,
+    Made { new: String },
     Aside { new: String, old: String },
 }
 
@@ -87,8 +88,8 @@ fn aside_names(db: &str) -> (String, String) {
 /// Restores a database backup: into a database (all or nothing, see the module's docs), or into a
 /// plain SQL file.
 ///
-/// When `stop` completes (SIGINT, SIGTERM) during the load, the load is abandoned and a database
-/// this restore made is dropped.
+/// When `stop` completes (SIGINT, SIGTERM) before the load is done, the restore is abandoned and
+/// a database it made is dropped; once loaded, the swap into place is finished regardless.
 pub async fn restore_db(
     cfg: &Config,
     sel: &Selector,
@@ -96,9 +97,14 @@ pub async fn restore_db(
     stop: impl std::future::Future<Output = String>,
 ) -> Result<DbRestoreReport> {
     let t0 = Instant::now();
+    tokio::pin!(stop);
     let dir = BackupDir::open(&cfg.backup_dir())?;
-    let (a, stored) = super::proven(cfg, &dir, ArtifactKind::Database, sel)
-        .await?
+    let proving = super::proven(cfg, &dir, ArtifactKind::Database, sel);
+    let proven = tokio::select! {
+        p = proving => p,
+        why = &mut stop => Err(Error::step(STOPPED, format!("{why}; nothing was touched"))),
+    };
+    let (a, stored) = proven?
         .into_iter()
         .next()
         .expect("a selection holds at least one artifact");
@@ -126,17 +132,20 @@ pub async fn restore_db(
         .clone()
         .or_else(|| opts.target_url.as_ref().map(|_| pg.db.clone()))
         .unwrap_or_else(|| a.source.clone());
-    let (server_num, landing) = prepare_target(&pg, opts).await?;
+    let prepared = tokio::select! {
+        p = prepare_target(&pg, opts) => p,
+        why = &mut stop => {
+            // The scratch name may just have been created; it is this process's alone.
+            let gone = drop_database(&pg, &aside_names(&pg.db).0).await;
+            Err(stopped(why, gone))
+        }
+    };
+    let (server_num, landing) = prepared?;
     // Where the rows go, over how many connections, and which database goes if the load fails:
     // a database stackback did not make is never dropped, so one transaction keeps it as it was.
     let (into, jobs, made) = match &landing {
         Landing::Existing => (pg.clone(), 1, None),
-        Landing::Made => (
-            pg.clone(),
-            opts.jobs.unwrap_or_else(default_jobs),
-            Some(&pg.db),
-        ),
-        Landing::Aside { new, .. } => (
+        Landing::Made { new } | Landing::Aside { new, .. } => (
             PostgresConfig {
                 db: new.clone(),
                 ..pg.clone()
@@ -157,22 +166,31 @@ pub async fn restore_db(
     // A signal stops the load (psql is killed with it, so its transaction rolls back) and the
     // database this restore made goes, rather than stay half loaded under a name an operator
     // may take for the restore.
-    let loaded = tokio::select! {
-        loaded = loading => loaded,
-        why = stop => Err(Error::step("restoring the database", format!(
-            "{why}; {}",
-            if made.is_some() { "the database it was loading into was dropped" } else { "nothing was committed" }
-        ))),
+    // Ok: the load's own outcome; Err: why it was stopped.
+    let outcome = tokio::select! {
+        loaded = loading => Ok(loaded),
+        why = &mut stop => Err(why),
     };
-    if loaded.is_err() {
-        if let Some(made) = made {
-            // The target was never touched; only the database this restore made goes.
-            drop_database(&pg, made, server_num).await;
+    // The target was never touched; only a database this restore made goes.
+    let loaded = match (outcome, made) {
+        (Ok(Ok(loaded)), _) => loaded,
+        (Ok(Err(e)), None) => return Err(e),
+        (Ok(Err(e)), Some(made)) => {
+            drop_database(&pg, made).await;
+            return Err(e);
         }
-    }
-    let loaded = loaded?;
-    if let Landing::Aside { new, old } = &landing {
-        swap(&pg, new, old, server_num).await?;
+        (Err(why), None) => {
+            return Err(Error::step(
+                STOPPED,
+                format!("{why}; nothing was committed"),
+            ))
+        }
+        (Err(why), Some(made)) => return Err(stopped(why, drop_database(&pg, made).await)),
+    };
+    match &landing {
+        Landing::Existing => {}
+        Landing::Made { new } => name(&pg, new).await?,
+        Landing::Aside { new, old } => swap(&pg, new, old).await?,
     }
     Ok(DbRestoreReport {
         artifact: a.file,
@@ -213,11 +231,14 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
                 pg.host, pg.port
             )));
         }
+        // Made under a scratch name: it takes the target's name once it is loaded.
+        let (new, _) = aside_names(db);
+        drop_database(pg, &new).await;
         admin
-            .batch_execute(&create(db))
+            .batch_execute(&create(&new))
             .await
             .map_err(sql_err("creating the target database"))?;
-        return Ok((server_num, Landing::Made));
+        return Ok((server_num, Landing::Made { new }));
     };
     let target = connect(pg, db).await?;
     let tables: i64 = target
@@ -239,7 +260,7 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
     }
     // The load goes beside the target, owned as the target is; the target stays until it is in.
     let (new, old) = aside_names(db);
-    drop_database(pg, &new, server_num).await;
+    drop_database(pg, &new).await;
     admin
         .batch_execute(&format!("{} OWNER {}", create(&new), quote_ident(&owner)))
         .await
@@ -251,7 +272,7 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
 /// Puts `new` in place of `pg.db`: the old database is renamed away (its sessions ended), the new
 /// one takes its name, then the old one is dropped. If the new one cannot take the name, the old
 /// one gets it back.
-async fn swap(pg: &PostgresConfig, new: &str, old: &str, server_num: i32) -> Result<()> {
+async fn swap(pg: &PostgresConfig, new: &str, old: &str) -> Result<()> {
     let db = &pg.db;
     let admin = connect(pg, "postgres").await?;
     let rename = |from: &str, to: &str| {
@@ -278,14 +299,14 @@ async fn swap(pg: &PostgresConfig, new: &str, old: &str, server_num: i32) -> Res
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
             Err(e) => {
-                drop_database(pg, new, server_num).await;
+                drop_database(pg, new).await;
                 return Err(sql_err("moving the old database aside")(e));
             }
         }
     }
     if let Err(e) = admin.batch_execute(&rename(new, db)).await {
         let back = admin.batch_execute(&rename(old, db)).await;
-        drop_database(pg, new, server_num).await;
+        drop_database(pg, new).await;
         let mut err = sql_err("putting the restored database in place")(e);
         if let (Err(b), Error::Postgres { detail, .. }) = (back, &mut err) {
             detail.push_str(&format!(
@@ -295,29 +316,68 @@ async fn swap(pg: &PostgresConfig, new: &str, old: &str, server_num: i32) -> Res
         }
         return Err(err);
     }
-    drop_database(pg, old, server_num).await;
+    drop_database(pg, old).await;
     tracing::info!(db = %db, "the restored database replaced the old one");
     Ok(())
 }
 
 /// Drops `name` if it exists; a failure is logged, not fatal (the database is left behind).
-async fn drop_database(pg: &PostgresConfig, name: &str, server_num: i32) {
-    let force = if server_num >= 130000 {
-        " WITH (FORCE)"
-    } else {
-        ""
-    };
-    let sql = format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name));
+/// Returns whether it is gone.
+async fn drop_database(pg: &PostgresConfig, name: &str) -> bool {
     let dropped = match connect(pg, "postgres").await {
-        Ok(admin) => admin
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| crate::source::postgres::sql_detail(&e)),
+        Ok(admin) => {
+            let force = match admin
+                .query_one("select current_setting('server_version_num')::int", &[])
+                .await
+            {
+                Ok(r) if r.get::<_, i32>(0) >= 130000 => " WITH (FORCE)",
+                _ => "",
+            };
+            let sql = format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name));
+            admin
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| crate::source::postgres::sql_detail(&e))
+        }
         Err(e) => Err(e.to_string()),
     };
-    if let Err(e) = dropped {
+    if let Err(e) = &dropped {
         tracing::warn!(database = %name, error = %e, "could not drop a database stackback made: drop it by hand");
     }
+    dropped.is_ok()
+}
+
+/// The step a stopped restore reports.
+const STOPPED: &str = "restoring the database";
+
+/// The error of a restore stopped by a signal, saying whether the database it made is gone.
+fn stopped(why: String, gone: bool) -> Error {
+    Error::step(
+        STOPPED,
+        if gone {
+            format!("{why}; the database it was loading into was dropped")
+        } else {
+            format!("{why}; the database it was loading into could not be dropped (see the warning above): drop it by hand")
+        },
+    )
+}
+
+/// Gives the database made under a scratch name the target's name; if that fails (someone made
+/// the target meanwhile), the scratch database goes.
+async fn name(pg: &PostgresConfig, new: &str) -> Result<()> {
+    let admin = connect(pg, "postgres").await?;
+    let renamed = admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(new),
+            quote_ident(&pg.db)
+        ))
+        .await;
+    if let Err(e) = renamed {
+        drop_database(pg, new).await;
+        return Err(sql_err("giving the restored database its name")(e));
+    }
+    Ok(())
 }
 
 /// What a load fed the server: the plain bytes, and the tables and rows of the dump's COPY blocks.

@@ -164,7 +164,7 @@ pub async fn restore_run(
     db_opts: &DbRestoreOptions,
     existing: Existing,
     create_bucket: bool,
-    stop: impl std::future::Future<Output = String>,
+    stop: impl std::future::Future<Output = String> + Clone,
 ) -> Result<RunRestoreReport> {
     if matches!(sel, Selector::File(_)) {
         return Err(Error::Usage(
@@ -181,7 +181,9 @@ pub async fn restore_run(
             .is_some(),
         _ => unreachable!("pinned to a run above"),
     };
-    let db = db::restore_db(cfg, &sel, db_opts, stop).await?;
+    // The database step finishes what it must on a signal (drops what it made, or completes its
+    // swap) before it returns; the uploads are simply abandoned.
+    let db = db::restore_db(cfg, &sel, db_opts, stop.clone()).await?;
     let opts = ObjectRestoreOptions {
         bucket: None,
         endpoint: None,
@@ -191,7 +193,10 @@ pub async fn restore_run(
         verify: true,
     };
     let objects = if has_buckets {
-        objects::restore_objects(cfg, &sel, &opts).await?
+        tokio::select! {
+            r = objects::restore_objects(cfg, &sel, &opts) => r?,
+            why = stop => return Err(Error::step("restoring the run's buckets", why)),
+        }
     } else {
         Vec::new()
     };
