@@ -5,6 +5,32 @@
 use crate::support::pg::{Cluster, PASSWORD};
 use crate::support::*;
 
+/// A fresh verified backup of `db` in its own directory.
+fn backed_up(c: &Cluster, db: &str) -> (tempfile::TempDir, Vec<(String, String)>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = c.env(db, tmp.path());
+    let r = stackback(&["run"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    (tmp, env)
+}
+
+/// `restore db latest` into a new database `target` over `jobs` connections.
+fn restore_new(env: &[(String, String)], target: &str, jobs: &str) -> Run {
+    stackback(
+        &[
+            "restore",
+            "db",
+            "latest",
+            "--target-db",
+            target,
+            "--create",
+            "--jobs",
+            jobs,
+        ],
+        env,
+    )
+}
+
 /// A source whose dump has every section, several megabytes of rows (many pieces), an empty
 /// table, and text that looks like pg_dump's own lines inside a function body and a comment.
 fn tricky_source(c: &Cluster) -> String {
@@ -42,25 +68,10 @@ COPY public.child (id, big_id) FROM stdin;';
 fn a_parallel_restore_brings_back_every_section_of_the_dump() {
     let c = cluster();
     let src = tricky_source(c);
-    let tmp = tempfile::tempdir().unwrap();
-    let env = c.env(&src, tmp.path());
-    let r = stackback(&["run"], &env);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let (_tmp, env) = backed_up(c, &src);
 
     let target = Cluster::unique("par_copy");
-    let r = stackback(
-        &[
-            "restore",
-            "db",
-            "latest",
-            "--target-db",
-            &target,
-            "--create",
-            "--jobs",
-            "3",
-        ],
-        &env,
-    );
+    let r = restore_new(&env, &target, "3");
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout.contains("3 tables, 65000 rows"),
@@ -98,19 +109,7 @@ fn a_parallel_restore_brings_back_every_section_of_the_dump() {
 
     // --jobs 1 loads through psql alone, in one transaction, to the same data.
     let serial = Cluster::unique("par_serial");
-    let r = stackback(
-        &[
-            "restore",
-            "db",
-            "latest",
-            "--target-db",
-            &serial,
-            "--create",
-            "--jobs",
-            "1",
-        ],
-        &env,
-    );
+    let r = restore_new(&env, &serial, "1");
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout.contains("over 1 connection (one transaction)"),
@@ -142,10 +141,7 @@ fn a_parallel_load_that_fails_half_way_leaves_nothing_it_made() {
         ),
     )
     .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let env = c.env(&src, tmp.path());
-    let r = stackback(&["run"], &env);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let (_tmp, env) = backed_up(c, &src);
     let url = |db: &str| {
         format!(
             "postgresql://{restorer}:{PASSWORD}@127.0.0.1:{}/{db}",
@@ -217,19 +213,7 @@ fn a_parallel_load_that_fails_half_way_leaves_nothing_it_made() {
 
     // The same backup restores as the role that made it.
     let ok = Cluster::unique("parfail_ok");
-    let r = stackback(
-        &[
-            "restore",
-            "db",
-            "latest",
-            "--target-db",
-            &ok,
-            "--create",
-            "--jobs",
-            "2",
-        ],
-        &env,
-    );
+    let r = restore_new(&env, &ok, "2");
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(c.table_digests(&src), c.table_digests(&ok));
 }
@@ -247,10 +231,7 @@ fn a_signal_mid_load_drops_the_database_the_restore_made() {
          CREATE OR REPLACE FUNCTION slow_ok(int) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN true; END $$",
     )
     .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let env = c.env(&src, tmp.path());
-    let r = stackback(&["run"], &env);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let (_tmp, env) = backed_up(c, &src);
 
     for signal in [libc::SIGINT, libc::SIGTERM] {
         let target = Cluster::unique("parsig_new");
