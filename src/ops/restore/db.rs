@@ -163,10 +163,8 @@ pub async fn restore_db(
         opts.no_owner,
         jobs.max(1),
     );
-    // A signal stops the load (psql is killed with it, so its transaction rolls back) and the
-    // database this restore made goes, rather than stay half loaded under a name an operator
-    // may take for the restore.
-    // Ok: the load's own outcome; Err: why it was stopped.
+    // A signal stops the load (psql is killed with it, so its transaction rolls back). Ok: the
+    // load's own outcome; Err: why it was stopped.
     let outcome = tokio::select! {
         loaded = loading => Ok(loaded),
         why = &mut stop => Err(why),
@@ -275,13 +273,6 @@ async fn prepare_target(pg: &PostgresConfig, opts: &DbRestoreOptions) -> Result<
 async fn swap(pg: &PostgresConfig, new: &str, old: &str) -> Result<()> {
     let db = &pg.db;
     let admin = connect(pg, "postgres").await?;
-    let rename = |from: &str, to: &str| {
-        format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            quote_ident(from),
-            quote_ident(to)
-        )
-    };
     let mut attempt = 0;
     loop {
         // Sessions keep a database from being renamed; the restore replaces it anyway.
@@ -362,17 +353,19 @@ fn stopped(why: String, gone: bool) -> Error {
     )
 }
 
+fn rename(from: &str, to: &str) -> String {
+    format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(from),
+        quote_ident(to)
+    )
+}
+
 /// Gives the database made under a scratch name the target's name; if that fails (someone made
 /// the target meanwhile), the scratch database goes.
 async fn name(pg: &PostgresConfig, new: &str) -> Result<()> {
     let admin = connect(pg, "postgres").await?;
-    let renamed = admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            quote_ident(new),
-            quote_ident(&pg.db)
-        ))
-        .await;
+    let renamed = admin.batch_execute(&rename(new, &pg.db)).await;
     if let Err(e) = renamed {
         drop_database(pg, new).await;
         return Err(sql_err("giving the restored database its name")(e));
